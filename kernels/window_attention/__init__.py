@@ -1,0 +1,95 @@
+"""Window attention over non-overlapping windows (``block``) or dilated grids (``grid``).
+
+``window_attention(q, k, v, window, partition, bias=None, scale=None)``
+
+* ``q, k, v``: (B, H, W, heads, D), any strides (views into one fused qkv projection are fine).
+* ``window``: (wh, ww), or an int for a square window.
+  ``block``: each group is a wh x ww window of adjacent tokens (local attention).
+  ``grid``: the map is split into a fixed wh x ww grid: each group holds wh x ww tokens spaced
+  ceil(H / wh) rows and ceil(W / ww) columns apart (dilated, global attention; MaxViT's grid attention).
+* Maps that are not whole windows are padded up to ``ceil(H / wh) * wh`` (and W likewise); the padded keys
+  are masked out and the padded queries dropped, so no padding value ever reaches a real token.
+* ``bias``: optional additive (heads, wh*ww, wh*ww) bias indexed by the query's and the key's position inside
+  their window (row-major), e.g. a relative-position bias; it receives a gradient.
+* ``scale``: multiplies q.k before the bias; default D ** -0.5.
+
+Returns (B, H, W, heads, D), contiguous, in q's dtype.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from .._backend import choose_backend
+from .reference import window_attention_reference
+from .torch_path import window_attention_torch
+
+__all__ = ["window_attention", "PARTITIONS"]
+
+PARTITIONS = ("block", "grid")
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+TRITON_MAX_HEAD_DIM = 256
+
+
+def _as_pair(window: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    pair = (window, window) if isinstance(window, int) else tuple(window)
+    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
+        raise ValueError(f"window must be a positive int or a pair of positive ints, got {window!r}")
+    return pair
+
+
+def _validate(q, k, v, window, partition, bias) -> None:
+    if partition not in PARTITIONS:
+        raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 5:
+            raise ValueError(f"{name} must be (B, H, W, heads, head_dim), got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(f"q, k, v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on "
+                         f"{q.device}/{k.device}/{v.device}")
+    if min(q.shape) == 0:
+        raise ValueError(f"q, k, v must not be empty, got shape {tuple(q.shape)}")
+    if bias is not None:
+        n = window[0] * window[1]
+        expected = (q.shape[3], n, n)
+        if tuple(bias.shape) != expected:
+            raise ValueError(f"bias must have shape (heads, wh*ww, wh*ww) = {expected}, got {tuple(bias.shape)}")
+        if not bias.is_floating_point() or bias.device != q.device:
+            raise ValueError(f"bias must be a floating point tensor on {q.device}, got {bias.dtype} on {bias.device}")
+
+
+def _triton_unsupported(q: torch.Tensor) -> Optional[str]:
+    if q.dtype not in TRITON_DTYPES:
+        return f"dtype {q.dtype} (supported: float16, bfloat16, float32)"
+    if q.shape[-1] > TRITON_MAX_HEAD_DIM:
+        return f"head_dim {q.shape[-1]} > {TRITON_MAX_HEAD_DIM}"
+    return None
+
+
+def window_attention(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        window: Union[int, Sequence[int]],
+        partition: str = "block",
+        bias: Optional[torch.Tensor] = None,
+        scale: Optional[float] = None,
+) -> torch.Tensor:
+    window = _as_pair(window)
+    _validate(q, k, v, window, partition, bias)
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    backend = choose_backend("window_attention", q, k, v, triton_supported=_triton_unsupported(q))
+    if backend == "triton":
+        from .triton_kernel import window_attention_triton  # imported lazily: TRITON_INTERPRET is read at import
+        return window_attention_triton(q, k, v, window, partition, bias, scale)
+    if backend == "reference":
+        return window_attention_reference(q, k, v, window, partition, bias, scale)
+    return window_attention_torch(q, k, v, window, partition, bias, scale)

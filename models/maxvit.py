@@ -1,0 +1,1 @@
+"""MaxViT (in progress)."""
