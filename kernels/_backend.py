@@ -67,6 +67,19 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+def triton_interpreter_active() -> bool:
+    """True when the interpreter can actually run kernels in this process.
+
+    Triton decides per ``@triton.jit`` function, at decoration time, whether to interpret it; its own
+    library (``tl.zeros``, ``tl.sum``, ``tl.max`` ...) is decorated when ``triton`` is first imported,
+    and timm / ``torch._dynamo`` import triton. So ``TRITON_INTERPRET=1`` must be set before the first
+    ``import triton`` of the process, not merely before our kernels are imported.
+    """
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+    return isinstance(tl.zeros, InterpretedFunction)
+
+
 @functools.lru_cache(maxsize=None)
 def _warn_once(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -87,7 +100,12 @@ def choose_backend(op: str, *tensors: torch.Tensor, triton_supported: Optional[s
         if not on_cuda and not triton_interpreting():
             raise RuntimeError(
                 f"{op}: backend 'triton' on CPU tensors needs TRITON_INTERPRET=1 in the environment "
-                "before visionzoo's Triton kernels are first used (the Triton interpreter)")
+                "(the Triton interpreter), set before triton is first imported")
+        if not on_cuda and not triton_interpreter_active():
+            raise RuntimeError(
+                f"{op}: TRITON_INTERPRET=1 was set after triton had been imported (timm and torch._dynamo "
+                "import it), so Triton's own functions are not interpreted; set it before the first import "
+                "of triton, timm or visionzoo in the process")
         if triton_supported is not None:
             raise ValueError(f"{op}: the Triton kernel does not support these inputs: {triton_supported}")
         return "triton"

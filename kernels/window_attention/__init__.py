@@ -17,6 +17,7 @@ Returns (B, H, W, heads, D), contiguous, in q's dtype.
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,10 +34,18 @@ TRITON_MAX_HEAD_DIM = 256
 
 
 def _as_pair(window: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    pair = (window, window) if isinstance(window, int) else tuple(window)
-    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
+    if isinstance(window, numbers.Integral):
+        pair = (window, window)
+    else:
+        try:
+            pair = tuple(window)
+        except TypeError:  # a float or another non-iterable: report it like any other bad window
+            pair = ()
+    # bool is an int subclass but never a window size; numpy integers are fine
+    if len(pair) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+                                 for s in pair):
         raise ValueError(f"window must be a positive int or a pair of positive ints, got {window!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
 
 
 def _validate(q, k, v, window, partition, bias) -> None:

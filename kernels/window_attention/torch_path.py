@@ -90,4 +90,6 @@ def window_attention_torch(
         scores = scores.mul_(scale) if mask is None else torch.add(mask, scores, alpha=scale)
         out = scores.softmax(dim=-1) @ vw
     out = unpartition(out, window, mode, Hp, Wp)
-    return out[:, :H, :W] if (Hp, Wp) != (H, W) else out
+    if (Hp, Wp) != (H, W):
+        out = out[:, :H, :W]
+    return out.contiguous()  # documented as contiguous; the reshape above may return a strided view
