@@ -56,10 +56,15 @@ def make_qkv(B, H, W, heads, D, dtype=torch.float32, layout="fused", device="cpu
     return [t.requires_grad_() for t in (q, k, v)]
 
 
-def make_bias(heads, window, requires_grad=True, device="cpu", dtype=torch.float32, seed=1):
+def make_bias(heads, window, requires_grad=True, device="cpu", dtype=torch.float32, seed=1, strided=False):
+    """(heads, N, N); ``strided``: a (N, N, heads) buffer seen through a permute, as a gathered RPB table gives."""
     n = window[0] * window[1]
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(heads, n, n, generator=g).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+    if strided:
+        bias = torch.randn(n, n, heads, generator=g).to(device=device, dtype=dtype).permute(2, 0, 1)
+    else:
+        bias = torch.randn(heads, n, n, generator=g).to(device=device, dtype=dtype)
+    return bias.requires_grad_(requires_grad)
 
 
 def run(backend, q, k, v, window, partition, bias, grad_out, scale=None):
@@ -198,9 +203,9 @@ def test_torch_path_matches_reference(B, H, W, wh, ww, heads, D, partition, with
 # ------------------------------------------------------------ (d) Triton (interpreter on CPU) vs reference
 
 TRITON_CASES = [
-    # id: (B, H, W, heads, D, window, partition, bias: None | "grad" | "const", layout)
+    # id: (B, H, W, heads, D, window, partition, bias: None | "grad" | "strided" (with grad) | "const", layout)
     pytest.param((1, 9, 11, 2, 5, (4, 3), "block", "grad", "fused"), id="9x11-w4x3-block-d5-bias"),
-    pytest.param((1, 9, 11, 2, 5, (4, 3), "grid", "grad", "fused"), id="9x11-w4x3-grid-d5-bias"),
+    pytest.param((1, 9, 11, 2, 5, (4, 3), "grid", "strided", "fused"), id="9x11-w4x3-grid-d5-stridedbias"),
     pytest.param((2, 8, 8, 1, 24, (4, 4), "grid", None, "fused"), id="8x8-w4x4-grid-d24-nobias"),
     pytest.param((1, 7, 6, 2, 24, (3, 4), "block", "const", "permuted"), id="7x6-w3x4-block-d24-constbias-perm"),
     pytest.param((1, 12, 12, 1, 16, (12, 12), "block", "grad", "fused"), id="12x12-w12x12-multitile"),
@@ -218,7 +223,8 @@ def test_triton_matches_reference(case, dtype):
     # rounded to fp16 before their dots give ~1e-3; 1e-2 leaves margin, and layout bugs give O(1).
     B, H, W, heads, D, window, partition, bias_kind, layout = case
     q, k, v = make_qkv(B, H, W, heads, D, dtype, layout=layout, device=TRITON_DEVICE)
-    bias = None if bias_kind is None else make_bias(heads, window, bias_kind == "grad", device=TRITON_DEVICE)
+    bias = None if bias_kind is None else make_bias(heads, window, bias_kind != "const", device=TRITON_DEVICE,
+                                                    strided=bias_kind == "strided")
     check_against_reference("triton", q, k, v, window, partition, bias, 1e-5 if dtype == torch.float32 else 1e-2)
 
 
