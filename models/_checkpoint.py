@@ -42,12 +42,12 @@ def check_keys(state: Mapping[str, torch.Tensor], model: nn.Module, source: str,
     tensors whose shapes differ.
 
     timm adapts two layers after the filter runs, so they are let through: the classifier (dropped
-    when ``num_classes`` differs: may be missing or differ in shape) and the first conv (adapted to
+    when ``num_classes`` differs: may be missing, in excess or differ in shape) and the first conv (adapted to
     ``in_chans``: may differ in shape).
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.startswith(classifier + ".")]
-    unexpected = [k for k in state if k not in expected]
+    unexpected = [k for k in state if k not in expected and not k.startswith(classifier + ".")]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
                   if k in state and state[k].shape != v.shape and not k.startswith((classifier + ".", first_conv + "."))]
     problems = []

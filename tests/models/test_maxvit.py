@@ -1,0 +1,114 @@
+"""MaxViT against its oracle, timm's port of the official TF models (``maxvit_*_tf_*``).
+
+The official TF checkpoints cannot be read without TensorFlow; timm's converted weights are the practical
+source, and timm's model is the reference implementation: randomized timm state dicts (every parameter
+and persistent buffer, BN statistics included) must load through our filter and give timm's logits.
+"""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from visionzoo.models.maxvit import checkpoint_filter_fn
+
+from ..conftest import meta_param_count
+
+# parameter counts of the official models at 1000 classes (timm's TF ports count the same)
+OFFICIAL_PARAMS = {
+    "vz_maxvit_tiny": 30_916_528, "vz_maxvit_tiny_384": 30_977_008, "vz_maxvit_tiny_512": 31_049_584,
+    "vz_maxvit_small": 68_927_956, "vz_maxvit_small_384": 69_018_676, "vz_maxvit_small_512": 69_127_540,
+    "vz_maxvit_base": 119_467_708, "vz_maxvit_base_384": 119_653_468, "vz_maxvit_base_512": 119_876_380,
+    "vz_maxvit_large": 211_785_560, "vz_maxvit_large_384": 212_033_240, "vz_maxvit_large_512": 212_330_456,
+    "vz_maxvit_xlarge_384": 475_323_472, "vz_maxvit_xlarge_512": 475_769_296,
+}
+ALL_VARIANTS = timm.list_models("vz_maxvit_*")
+
+
+def timm_name(name: str) -> str:
+    """vz_maxvit_tiny -> maxvit_tiny_tf_224, vz_maxvit_base_384 -> maxvit_base_tf_384."""
+    parts = name.split("_")[1:]
+    size = parts[2] if len(parts) == 3 else "224"
+    return f"maxvit_{parts[1]}_tf_{size}"
+
+
+def randomized_timm_state(model: torch.nn.Module, seed: int) -> dict:
+    """Every tensor of the state dict redrawn (non-persistent lookup buffers are not in it).
+    Running variances stay positive; the scale keeps activations O(1) through 20+ blocks."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, v in model.state_dict().items():
+        if not v.is_floating_point():
+            state[k] = v
+        elif k.endswith("running_var"):
+            state[k] = torch.rand(v.shape, generator=g) + 0.5
+        else:
+            state[k] = torch.randn(v.shape, generator=g) * 0.1
+    return state
+
+
+def test_variants_registered():
+    assert set(OFFICIAL_PARAMS) | {"vz_maxvit_xlarge"} == set(ALL_VARIANTS)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_parameter_count_is_official(name):
+    assert meta_param_count(name, num_classes=1000) == OFFICIAL_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", ALL_VARIANTS)
+def test_timm_checkpoint_maps_onto_every_variant(name):
+    """Every key of timm's converted checkpoint lands on a parameter/buffer of the same shape, none left over."""
+    with torch.device("meta"):
+        theirs = timm.create_model(timm_name(name))
+        ours = timm.create_model(name)
+    mapped = checkpoint_filter_fn(theirs.state_dict(), ours)
+    ours_state = ours.state_dict()
+    assert set(mapped) == set(ours_state)
+    assert all(mapped[k].shape == ours_state[k].shape for k in mapped)
+    assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters())
+
+
+@pytest.mark.parametrize("size", [224, 384, 512])
+def test_logits_match_timm(size, tmp_path):
+    """Ours loaded from a file of timm's keys, through timm's own pretrained path, gives timm's logits."""
+    theirs = timm.create_model(timm_name(f"vz_maxvit_tiny_{size}")).eval()
+    theirs.load_state_dict(randomized_timm_state(theirs, seed=size))
+    path = tmp_path / "maxvit.pth"
+    torch.save({"model": theirs.state_dict()}, path)
+    name = "vz_maxvit_tiny" if size == 224 else f"vz_maxvit_tiny_{size}"
+    ours = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert expected.abs().max() > 0.1  # the randomized weights give non-trivial logits
+    # fp32, the same operations in a different order (fused qkv view vs permutes, bmm vs SDPA)
+    assert (got - expected).abs().max() < 1e-4
+
+
+def test_table_for_another_window_is_resized():
+    """A 224 checkpoint (13x13 tables) loads into the 384 model (23x23 tables)."""
+    with torch.device("meta"):
+        small = timm.create_model("vz_maxvit_tiny")
+    state = {k: torch.randn(v.shape) for k, v in small.state_dict().items()}
+    big = timm.create_model("vz_maxvit_tiny_384")
+    mapped = checkpoint_filter_fn(state, big)
+    key = "stages.0.blocks.0.attn_grid.attn.rel_pos.relative_position_bias_table"
+    assert state[key].shape == (2, 13, 13) and mapped[key].shape == (2, 23, 23)
+    big.load_state_dict(mapped)
+    # the resize keeps the table's centre (zero offset) and its mean roughly
+    assert abs(mapped[key].mean() - state[key].mean()) < 0.1
+
+
+def test_tensorflow_layout_is_refused():
+    model = timm.create_model("vz_maxvit_tiny")
+    with pytest.raises(ValueError, match="TensorFlow MaxViT checkpoint"):
+        checkpoint_filter_fn({"maxvit/stem/conv_0/kernel": torch.zeros(3, 3, 3, 64)}, model)
+
+
+def test_minimum_input_is_one_token_at_stride_32():
+    model = timm.create_model("vz_maxvit_tiny").eval()
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 512, 1, 1)
+    with pytest.raises(ValueError, match="smaller than the minimum 32x32"):
+        model(torch.randn(1, 3, 31, 64))
