@@ -97,6 +97,8 @@ def choose_backend(op: str, *tensors: torch.Tensor, triton_supported: Optional[s
     if forced == "triton":
         if not triton_available():
             raise RuntimeError(f"{op}: backend 'triton' was requested but triton does not import")
+        if triton_supported is not None:
+            raise ValueError(f"{op}: the Triton kernel does not support these inputs: {triton_supported}")
         if not on_cuda and not triton_interpreting():
             raise RuntimeError(
                 f"{op}: backend 'triton' on CPU tensors needs TRITON_INTERPRET=1 in the environment "
@@ -106,8 +108,6 @@ def choose_backend(op: str, *tensors: torch.Tensor, triton_supported: Optional[s
                 f"{op}: TRITON_INTERPRET=1 was set after triton had been imported (timm and torch._dynamo "
                 "import it), so Triton's own functions are not interpreted; set it before the first import "
                 "of triton, timm or visionzoo in the process")
-        if triton_supported is not None:
-            raise ValueError(f"{op}: the Triton kernel does not support these inputs: {triton_supported}")
         return "triton"
     if forced is not None:
         return forced
