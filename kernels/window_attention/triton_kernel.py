@@ -19,7 +19,6 @@ Semantics are those of :mod:`.reference`. Design (details and the byte counts in
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch

@@ -12,7 +12,6 @@ import torch
 if not torch.cuda.is_available():  # before anything imports triton_kernel (see conftest.py)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from visionzoo.kernels import choose_backend, use_backend, window_attention
