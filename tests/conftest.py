@@ -4,9 +4,17 @@ from __future__ import annotations
 import functools
 import os
 
-import pytest
-import timm
 import torch
+
+# Without a GPU, the Triton kernel tests run on CPU tensors in Triton's interpreter. Triton decides once,
+# when it is first imported, whether its library is interpreted; timm imports it (via torch._dynamo), so
+# the variable must be set here, before timm. It has no effect on anything but Triton (inductor's CPU
+# backend generates C++). Never set on a GPU machine, where the kernels must compile for real.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import timm  # noqa: E402
 
 import visionzoo  # noqa: F401  (registers the vz_* models)
 
