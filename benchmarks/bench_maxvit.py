@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_maxvit.py                      # everything (compiled runs take long)
     .venv/bin/python benchmarks/bench_maxvit.py --exec eager --dtypes fp32 --sizes 224
+    .venv/bin/python benchmarks/bench_maxvit.py --scaling           # time per megapixel vs resolution
 
 Both models get the same weights (timm's state dict loaded into ours); every configuration reports
 the largest logit difference. Prints a markdown table; speedup = ours img/s / timm img/s.
@@ -28,6 +29,24 @@ def build_pair(size: int):
     return ours, anchor
 
 
+def scaling(sizes, repeats: int) -> None:
+    """Eval time per megapixel, batch 1, fp32 eager, vz_maxvit_tiny (window 7) across resolutions; timm's
+    maxvit_tiny_tf_224 only where it runs (window 7 must divide every stage: multiples of 224)."""
+    ours, anchor = build_pair(224)
+    ours.eval(), anchor.eval()
+    rows = []
+    for size in sizes:
+        x = torch.randn(1, 3, size, size)
+        runs = [make_step(ours, x, "eval", "fp32")] + ([make_step(anchor, x, "eval", "fp32")] if size % 224 == 0 else [])
+        times = interleaved_medians(runs, repeats)
+        mpix = size * size / 1e6
+        rows.append({"size": size, "ours ms": f"{times[0] * 1e3:.0f}", "ours ms/MPix": f"{times[0] * 1e3 / mpix:.0f}",
+                     "timm ms/MPix": f"{times[1] * 1e3 / mpix:.0f}" if len(times) > 1 else "(asserts)"})
+        print(rows[-1], flush=True)
+    print()
+    print(markdown_table(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 384], choices=sorted(PAIRS))
@@ -38,9 +57,13 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the (profiled) peak-memory call")
+    parser.add_argument("--scaling", type=int, nargs="*", default=None, metavar="SIZE",
+                        help="only the resolution sweep (default sizes 160 224 288 352 448 512 640)")
     args = parser.parse_args()
 
     print(f"# MaxViT on CPU: {machine_line()}\n", flush=True)
+    if args.scaling is not None:
+        return scaling(args.scaling or [160, 224, 288, 352, 448, 512, 640], args.repeats)
     rows = []
     for size in args.sizes:
         ours, anchor = build_pair(size)
