@@ -112,3 +112,26 @@ def test_minimum_input_is_one_token_at_stride_32():
         assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 512, 1, 1)
     with pytest.raises(ValueError, match="smaller than the minimum 32x32"):
         model(torch.randn(1, 3, 31, 64))
+
+
+def test_train_mode_matches_timm():
+    """Training uses separate BatchNorms (batch statistics); eval folds them into the convs. Both match timm."""
+    theirs = timm.create_model("maxvit_tiny_tf_224").train()
+    theirs.load_state_dict(randomized_timm_state(theirs, seed=7))
+    for m in theirs.modules():  # timm keeps torch's 0.1; ours has the official TF momentum (0.99 = 0.01 here)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.01
+    ours = timm.create_model("vz_maxvit_tiny").train()
+    ours.load_state_dict(checkpoint_filter_fn(theirs.state_dict(), ours))
+    x = torch.randn(2, 3, 224, 224)  # timm runs only at multiples of 32 * window
+    expected, got = theirs(x), ours(x)
+    assert (got - expected).abs().max() < 1e-4
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    ours_params = dict(ours.named_parameters())
+    for name, p in theirs.named_parameters():
+        # gradients of a squared-logit loss through 11 blocks: relative agreement to 1e-3
+        torch.testing.assert_close(ours_params[name].grad, p.grad, rtol=1e-3, atol=1e-4, msg=name)
+    for name, buf in theirs.named_buffers():  # running statistics updated alike
+        if name.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(dict(ours.named_buffers())[name], buf, rtol=1e-4, atol=1e-5)

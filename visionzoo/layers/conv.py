@@ -5,7 +5,7 @@ at the end (bottom/right). Weights trained in TF (MaxViT) depend on that asymmet
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -39,12 +39,16 @@ class SameConv2d(nn.Conv2d):
         super().__init__(*args, padding=0, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_with(x, self.weight, self.bias)
+
+    def conv_with(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """This layer's convolution with other parameters (e.g. with a BatchNorm folded in)."""
         H, W = x.shape[-2:]
         top, bottom = tf_same_pad(H, self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = tf_same_pad(W, self.kernel_size[1], self.stride[1], self.dilation[1])
         pad_h, skip_h = _symmetric_equivalent(top, bottom, self.stride[0])
         pad_w, skip_w = _symmetric_equivalent(left, right, self.stride[1])
-        out = F.conv2d(x, self.weight, self.bias, self.stride, (pad_h, pad_w), self.dilation, self.groups)
+        out = F.conv2d(x, weight, bias, self.stride, (pad_h, pad_w), self.dilation, self.groups)
         if skip_h or skip_w:
             out = out[..., skip_h:skip_h + -(-H // self.stride[0]), skip_w:skip_w + -(-W // self.stride[1])]
         return out
@@ -54,3 +58,9 @@ def avg_pool2x2_same(x: torch.Tensor) -> torch.Tensor:
     """2x2 stride-2 average pool with TF 'same' padding: padded cells are left out of the mean,
     which is what ``ceil_mode`` with ``count_include_pad=False`` computes."""
     return F.avg_pool2d(x, 2, 2, ceil_mode=True, count_include_pad=False)
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as a per-channel affine map: ``bn(x) == x * scale + shift`` (running statistics)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
