@@ -40,7 +40,7 @@ from timm.models._features import feature_take_indices
 
 from visionzoo.layers import (
     ClassifierHead, Mlp, PartitionAttention, SameConv2d, SqueezeExcite, avg_pool2x2_same, bn_affine,
-    check_image_input, resize_rel_pos_table,
+    check_image_input, fold_bn, resize_rel_pos_table,
 )
 
 from ._checkpoint import check_keys, unwrap_state_dict
@@ -75,8 +75,7 @@ class Stem(nn.Module):
         if self.training:
             x = self.norm1(self.conv1(x))
         else:  # the BatchNorm folded into the conv: one pass less over the activations
-            scale, shift = bn_affine(self.norm1)
-            x = self.conv1.conv_with(x, self.conv1.weight * scale[:, None, None, None], self.conv1.bias * scale + shift)
+            x = self.conv1.conv_with(x, *fold_bn(self.conv1.weight, self.conv1.bias, self.norm1))
         return self.conv2(self.act(x))
 
 
@@ -97,7 +96,6 @@ class MBConv(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int, drop_path: float):
         super().__init__()
         mid_chs = 4 * out_chs
-        self.stride = stride
         self.shortcut = PoolShortcut(in_chs, out_chs) if stride == 2 else nn.Identity()
         self.pre_norm = BatchNorm(in_chs)
         self.conv1_1x1 = nn.Conv2d(in_chs, mid_chs, 1, bias=False)
@@ -111,13 +109,12 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
-        if self.training:
+        if self.training:  # batch statistics; in eval the BatchNorms are folded into the convs
             x = self.act(self.norm1(self.conv1_1x1(self.pre_norm(x))))
             x = self.act(self.norm2(self.conv2_kxk(x)))
         else:
             x = self.act(self._folded_expand(x))
-            scale, shift = bn_affine(self.norm2)
-            x = self.act(self.conv2_kxk.conv_with(x, self.conv2_kxk.weight * scale[:, None, None, None], shift))
+            x = self.act(self.conv2_kxk.conv_with(x, *fold_bn(self.conv2_kxk.weight, None, self.norm2)))
         x = self.conv3_1x1(self.se(x))
         return self.drop_path(x) + shortcut
 

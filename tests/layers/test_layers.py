@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from visionzoo.layers import (
-    ClassifierHead, RelPosBias2d, SameConv2d, avg_pool2x2_same, relative_position_index, resize_rel_pos_table,
-    tf_same_pad,
+    ClassifierHead, RelPosBias2d, SameConv2d, avg_pool2x2_same, bn_affine, fold_bn, relative_position_index,
+    resize_rel_pos_table, tf_same_pad,
 )
 
 
@@ -32,9 +32,11 @@ def test_same_conv_equals_explicit_padding(kernel, stride, dilation):
         top, bottom = tf_same_pad(H, kernel, stride, dilation)
         left, right = tf_same_pad(W, kernel, stride, dilation)
         expected = F.conv2d(F.pad(x, (left, right, top, bottom)), conv.weight, conv.bias, stride, 0, dilation)
-        got = conv(x)
+        with torch.no_grad():  # the inference path: symmetric padding + slice
+            got = conv(x)
         assert got.shape == (1, 3, -(-H // stride), -(-W // stride))
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(conv(x), got, rtol=0, atol=1e-12)  # the autograd path: F.pad
 
 
 def test_same_conv_gradient_matches_explicit_padding():
@@ -91,3 +93,18 @@ def test_classifier_head_unpooled_equals_pooled_per_position():
     assert head(torch.randn(2, 8, 3, 4)).shape == (2, 6, 3, 4)  # num_classes=0: the pre-logits width
     with pytest.raises(ValueError, match="global_pool must be one of"):
         ClassifierHead(8, 5, "token")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_bn_equals_conv_then_eval_batchnorm(bias):
+    conv = SameConv2d(4, 6, 3, stride=2, bias=bias).double()
+    bn = torch.nn.BatchNorm2d(6, eps=1e-3).double().eval()
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean):
+            t.copy_(torch.randn(6))
+        bn.running_var.copy_(torch.rand(6) + 0.1)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
+    torch.testing.assert_close(conv.conv_with(x, *fold_bn(conv.weight, conv.bias, bn)), bn(conv(x)))
+    scale, shift = bn_affine(bn)
+    torch.testing.assert_close(x[:, :1].expand(2, 6, 9, 8) * scale[:, None, None] + shift[:, None, None],
+                               bn(x[:, :1].expand(2, 6, 9, 8).contiguous()))
