@@ -383,3 +383,13 @@ def test_torch_compile_forward_backward(name):
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-3)
     for n, p in model.named_parameters():
         torch.testing.assert_close(compiled_grads[n], p.grad, atol=1e-3, rtol=1e-2, msg=n)
+
+
+@pytest.mark.parametrize("name", SMALLEST)
+def test_torch_export(name, eval_models):
+    """torch.export captures the whole eval model (one graph, no Python fallbacks) with the same outputs."""
+    model = eval_models[name]
+    x = _input(name, batch=1)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), atol=ATOL, rtol=RTOL)
