@@ -59,6 +59,20 @@ def _token_pos(t, N, ww, gh, gw, GS_H, IS_H, GS_W, IS_W, H, W):
 
 
 @triton.jit
+def _tile_offsets(b, h, row, col, offs_d, s_b, s_h, s_w, s_n, s_d):
+    """Element offsets of a (tokens, head_dim) tile of head ``h`` in a (B, H, W, heads, D) tensor."""
+    return b * s_b + h * s_n + (row * s_h + col * s_w)[:, None] + offs_d[None, :] * s_d
+
+
+@triton.jit
+def _bias_log2(BIAS, h, tq, tk, N, sbn, sbq, sbk):
+    """The (query tile, key tile) block of the bias, in fp32 and base-2 units (scores are kept in base 2)."""
+    bias = tl.load(BIAS + h * sbn + tq[:, None] * sbq + tk[None, :] * sbk,
+                   mask=(tq[:, None] < N) & (tk[None, :] < N), other=0.0)
+    return bias.to(tl.float32) * 1.4426950408889634  # log2(e)
+
+
+@triton.jit
 def _fwd_kernel(
         Q, K, V, O, LSE, BIAS,
         sqb, sqh, sqw, sqn, sqd,
@@ -85,8 +99,8 @@ def _fwd_kernel(
     d_ok = offs_d < D
     tq = qt * BLOCK_M + tl.arange(0, BLOCK_M)
     qrow, qcol, q_ok = _token_pos(tq, N, ww, gh, gw, GS_H, IS_H, GS_W, IS_W, H, W)
-    q_ptrs = Q + b * sqb + h * sqn + (qrow * sqh + qcol * sqw)[:, None] + offs_d[None, :] * sqd
-    q = tl.load(q_ptrs, mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+    q = tl.load(Q + _tile_offsets(b, h, qrow, qcol, offs_d, sqb, sqh, sqw, sqn, sqd),
+                mask=q_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
 
@@ -97,18 +111,14 @@ def _fwd_kernel(
         tk = n0 + tl.arange(0, BLOCK_N)
         krow, kcol, k_ok = _token_pos(tk, N, ww, gh, gw, GS_H, IS_H, GS_W, IS_W, H, W)
         kv_mask = k_ok[:, None] & d_ok[None, :]
-        k = tl.load(K + b * skb + h * skn + (krow * skh + kcol * skw)[:, None] + offs_d[None, :] * skd,
-                    mask=kv_mask, other=0.0)
-        v = tl.load(V + b * svb + h * svn + (krow * svh + kcol * svw)[:, None] + offs_d[None, :] * svd,
-                    mask=kv_mask, other=0.0)
+        k = tl.load(K + _tile_offsets(b, h, krow, kcol, offs_d, skb, skh, skw, skn, skd), mask=kv_mask, other=0.0)
+        v = tl.load(V + _tile_offsets(b, h, krow, kcol, offs_d, svb, svh, svw, svn, svd), mask=kv_mask, other=0.0)
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
         if HAS_BIAS:
-            bias = tl.load(BIAS + h * sbn + tq[:, None] * sbq + tk[None, :] * sbk,
-                           mask=(tq[:, None] < N) & (tk[None, :] < N), other=0.0)
-            s += bias.to(tl.float32) * 1.4426950408889634  # log2(e): scores are kept in base 2
+            s += _bias_log2(BIAS, h, tq, tk, N, sbn, sbq, sbk)
         # Key 0 of every group is inside the map, so the first tile makes every row max finite.
         s = tl.where(k_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -119,8 +129,8 @@ def _fwd_kernel(
         m_i = m_new
 
     out = acc / l_i[:, None]
-    o_ptrs = O + b * sob + h * son + (qrow * soh + qcol * sow)[:, None] + offs_d[None, :] * sod
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
+    tl.store(O + _tile_offsets(b, h, qrow, qcol, offs_d, sob, soh, sow, son, sod), out.to(O.dtype.element_ty),
+             mask=q_ok[:, None] & d_ok[None, :])
     tl.store(LSE + b * slb + h * sln + qrow * slh + qcol * slw, m_i + tl.log2(l_i), mask=q_ok)
 
 
@@ -171,10 +181,8 @@ def _bwd_kernel(
             tk = kt * BLOCK_N + tl.arange(0, BLOCK_N)
             krow, kcol, k_ok = _token_pos(tk, N, ww, gh, gw, GS_H, IS_H, GS_W, IS_W, H, W)
             kv_mask = k_ok[:, None] & d_ok[None, :]
-            k = tl.load(K + b * skb + h * skn + (krow * skh + kcol * skw)[:, None] + offs_d[None, :] * skd,
-                        mask=kv_mask, other=0.0)
-            v = tl.load(V + b * svb + h * svn + (krow * svh + kcol * svw)[:, None] + offs_d[None, :] * svd,
-                        mask=kv_mask, other=0.0)
+            k = tl.load(K + _tile_offsets(b, h, krow, kcol, offs_d, skb, skh, skw, skn, skd), mask=kv_mask, other=0.0)
+            v = tl.load(V + _tile_offsets(b, h, krow, kcol, offs_d, svb, svh, svw, svn, svd), mask=kv_mask, other=0.0)
             if UPCAST:
                 k = k.to(tl.float32)
                 v = v.to(tl.float32)
@@ -184,11 +192,10 @@ def _bwd_kernel(
                 tq = qt * BLOCK_M + tl.arange(0, BLOCK_M)
                 qrow, qcol, q_ok = _token_pos(tq, N, ww, gh, gw, GS_H, IS_H, GS_W, IS_W, H, W)
                 q_mask = q_ok[:, None] & d_ok[None, :]
-                q = tl.load(Q + b * sqb + h * sqn + (qrow * sqh + qcol * sqw)[:, None] + offs_d[None, :] * sqd,
-                            mask=q_mask, other=0.0)
-                do = tl.load(DO + b * sdb + h * sdn + (qrow * sdh + qcol * sdw)[:, None] + offs_d[None, :] * sdd,
-                             mask=q_mask, other=0.0)
-                o_off = b * sob + h * son + (qrow * soh + qcol * sow)[:, None] + offs_d[None, :] * sod
+                q = tl.load(Q + _tile_offsets(b, h, qrow, qcol, offs_d, sqb, sqh, sqw, sqn, sqd), mask=q_mask, other=0.0)
+                do = tl.load(DO + _tile_offsets(b, h, qrow, qcol, offs_d, sdb, sdh, sdw, sdn, sdd), mask=q_mask,
+                             other=0.0)
+                o_off = _tile_offsets(b, h, qrow, qcol, offs_d, sob, soh, sow, son, sod)
                 o = tl.load(O + o_off, mask=q_mask, other=0.0)
                 lse = tl.load(LSE + b * slb + h * sln + qrow * slh + qcol * slw, mask=q_ok, other=0.0)
                 if UPCAST:
@@ -199,9 +206,7 @@ def _bwd_kernel(
 
                 s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
                 if HAS_BIAS:
-                    bias = tl.load(BIAS + h * sbn + tq[:, None] * sbq + tk[None, :] * sbk,
-                                   mask=(tq[:, None] < N) & (tk[None, :] < N), other=0.0)
-                    s += bias.to(tl.float32) * 1.4426950408889634
+                    s += _bias_log2(BIAS, h, tq, tk, N, sbn, sbq, sbk)
                 # Padded queries and keys get P = 0, so they add nothing to any gradient.
                 p = tl.where(q_ok[:, None] & k_ok[None, :], tl.exp2(s - lse[:, None]), 0.0)
                 dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision="ieee")
@@ -222,7 +227,7 @@ def _bwd_kernel(
                     db_ptrs = DBIAS + (chunk * tl.num_programs(1) + h) * N * N + tq[:, None] * N + tk[None, :]
                     db_mask = (tq[:, None] < N) & (tk[None, :] < N)
                     tl.store(db_ptrs, tl.load(db_ptrs, mask=db_mask, other=0.0) + ds, mask=db_mask)
-            kv_off = b * sob + h * son + (krow * soh + kcol * sow)[:, None] + offs_d[None, :] * sod
+            kv_off = _tile_offsets(b, h, krow, kcol, offs_d, sob, soh, sow, son, sod)
             tl.store(DK + kv_off, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
             tl.store(DV + kv_off, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
