@@ -1,0 +1,8 @@
+# RetinaNet 1x, COCO, vz_maxvit_small (in1k weights); the recipe is in the base config.
+_base_ = ['./_base_/retinanet_maxvit_fpn_1x_coco.py']
+model = dict(
+    backbone=dict(
+        model_name='vz_maxvit_small',
+        drop_path_rate=0.3,  # MaxViT-small's ImageNet stochastic depth
+        init_cfg=dict(checkpoint='https://huggingface.co/timm/maxvit_small_tf_224.in1k/resolve/main/model.safetensors')),
+    neck=dict(in_channels=[192, 384, 768]))

@@ -1,0 +1,68 @@
+"""Reading checkpoints for the mm backbone: safetensors, or ``torch.load(weights_only=True)``; never an unpickler
+that runs arbitrary code. URLs are downloaded once into torch's hub cache."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from typing import Dict, Mapping
+from urllib.parse import urlparse
+
+import torch
+
+from visionzoo.models._checkpoint import WRAPPER_KEYS
+
+
+def _local_file(checkpoint: str) -> str:
+    if checkpoint.startswith(("http://", "https://")):
+        # the URL's hash in the name: hf-hub files are all called model.safetensors
+        name = os.path.basename(urlparse(checkpoint).path) or "checkpoint"
+        digest = hashlib.sha256(checkpoint.encode()).hexdigest()[:12]
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", "visionzoo", f"{digest}-{name}")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            torch.hub.download_url_to_file(checkpoint, path)
+        return path
+    path = os.path.expanduser(checkpoint)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"init_cfg checkpoint not found: {checkpoint!r} (a file path or an http(s) URL)")
+    return path
+
+
+def read_checkpoint(checkpoint: str) -> Mapping:
+    """The checkpoint at a path or URL as a mapping (safetensors, or anything ``weights_only=True`` accepts)."""
+    path = _local_file(checkpoint)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    is_safetensors = path.endswith(".safetensors") or (len(head) >= 9 and head[8:9] == b"{")
+    if is_safetensors:
+        from safetensors.torch import load_file
+        return load_file(path, device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"init_cfg checkpoint {checkpoint!r} holds pickled objects besides tensors (an mmengine Runner checkpoint "
+            f"stores its message hub and numpy state this way), which visionzoo does not unpickle. Save its weights "
+            f"first, from a trusted file only: torch.save(torch.load(path, weights_only=False)['state_dict'], "
+            f"'weights.pth'), then point init_cfg at weights.pth (with prefix='backbone.'). Loader said: "
+            f"{str(e).splitlines()[0]}") from None
+
+
+def select_state_dict(checkpoint: Mapping, prefix: str = "", source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint (unwrapping ``state_dict`` / ``model`` ...), restricted to keys under
+    ``prefix`` with the prefix removed (how mmengine's ``Pretrained`` init reads ``prefix``)."""
+    for key in WRAPPER_KEYS:
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            checkpoint = checkpoint[key]
+            break
+    state = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ValueError(f"{source} holds no tensors (top-level keys: {sorted(checkpoint)[:10]})")
+    if prefix:
+        selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not selected:
+            tops = sorted({k.split(".", 1)[0] + "." for k in state})
+            raise ValueError(f"no key of {source} starts with prefix {prefix!r}; its keys start with {tops[:10]}")
+        state = selected
+    return state
