@@ -1,15 +1,13 @@
-"""visionzoo training entry point (Lightning CLI).
+"""visionzoo training entry point: Lightning's CLI over visionzoo.training.
 
-Training lands with the training issue: `python train.py fit --config configs/imagenet/<model>.yaml --data.root <dir>`.
-Until then this script only says so.
+    python train.py fit --config configs/quickstart.yaml
+    python train.py fit --config configs/imagenet/vz_maxvit_tiny.yaml --data.root /data/imagenet
+    python train.py fit --config ... --ckpt_path last            # resume
+    python train.py validate --config ... --ckpt_path PATH       # evaluate a checkpoint
+    python train.py fit --print_config                           # every option with its default
 """
-import sys
-
-
-def main() -> int:
-    print(__doc__.strip())
-    return 0 if len(sys.argv) == 1 or sys.argv[1] in ("-h", "--help") else 2
-
+import visionzoo  # noqa: F401  (registers the vz_* models with timm)
+from visionzoo.training.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,0 +1,314 @@
+"""The LightningModule: a timm model trained the way timm's train.py trains it, under Lightning's Trainer.
+
+Lightning restores the model, optimizer, lr scheduler and loop state from a checkpoint. What it does not keep is saved
+here (``on_save_checkpoint``): the EMA weights (``state_dict_ema``, the key timm's loaders prefer) and the python / numpy /
+torch RNG states (Mixup draws from numpy, RandAugment from python, drop_path and the sampler from torch).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import random
+from typing import Any, Dict, Optional, Tuple
+
+import lightning as L
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3
+from torchmetrics import MeanMetric, SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+__all__ = ["ClassificationModule"]
+
+
+def _rng_states() -> Dict[str, Any]:
+    states = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ClassificationModule(L.LightningModule):
+    """Image classification with a timm model.
+
+    Args:
+        model_name: any timm model name (``vz_*`` for the zoo).
+        num_classes: classifier size; must match the number of class folders of the data.
+        pretrained: load the model's published weights (needs the HF hub, or ``pretrained_file``).
+        pretrained_file: load weights from this file (safetensors / .pth / a Lightning checkpoint) through the
+            model's checkpoint filter; with ``num_classes`` differing from the file's, the classifier is re-initialised.
+        model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``embed_dims``, ``depths``).
+        drop_rate, drop_path_rate: classifier dropout and stochastic depth.
+        bn_momentum: BatchNorm momentum override (PyTorch convention). MaxViT keeps TF's 0.99 (0.01 here), whose
+            running statistics lag far behind in runs of a few hundred steps: short runs want ~0.1.
+        channels_last: NHWC memory format for model and inputs.
+        lr: absolute learning rate; None scales ``lr_base`` by the global batch: lr_base * batch / lr_base_size
+            (``linear``) or lr_base * sqrt(batch / lr_base_size) (``sqrt``), as timm's train.py.
+        opt, weight_decay, momentum, layer_decay, opt_kwargs: ``timm.optim.create_optimizer_v2`` (no weight decay
+            on biases, norms and the model's ``no_weight_decay()``; layer decay from its ``group_matcher``).
+        sched, warmup_epochs, warmup_lr, min_lr, cooldown_epochs: ``timm.scheduler.create_scheduler_v2``, stepped per
+            optimizer update; its length is the Trainer's max_epochs. Warmup epochs may be fractional.
+        smoothing: label smoothing (folded into the Mixup targets when Mixup/CutMix is on).
+        mixup, cutmix, cutmix_minmax, mixup_prob, mixup_switch_prob, mixup_mode: ``timm.data.Mixup`` (off when
+            mixup and cutmix are both 0); needs an even per-device batch.
+        model_ema, model_ema_decay, model_ema_warmup: ``timm.utils.ModelEmaV3`` updated after every optimizer step;
+            validation and test use the EMA weights when it is on.
+    """
+
+    def __init__(
+            self,
+            model_name: str = "vz_maxvit_tiny",
+            num_classes: int = 1000,
+            pretrained: bool = False,
+            pretrained_file: Optional[str] = None,
+            model_kwargs: Optional[Dict[str, Any]] = None,
+            drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+            bn_momentum: Optional[float] = None,
+            channels_last: bool = True,
+            grad_checkpointing: bool = False,
+            opt: str = "adamw",
+            lr: Optional[float] = None,
+            lr_base: float = 1e-3,
+            lr_base_size: int = 256,
+            lr_base_scale: str = "linear",
+            weight_decay: float = 0.05,
+            momentum: float = 0.9,
+            layer_decay: Optional[float] = None,
+            opt_kwargs: Optional[Dict[str, Any]] = None,
+            sched: str = "cosine",
+            warmup_epochs: float = 0.0,
+            warmup_lr: float = 1e-6,
+            min_lr: float = 1e-5,
+            cooldown_epochs: int = 0,
+            smoothing: float = 0.1,
+            mixup: float = 0.0,
+            cutmix: float = 0.0,
+            cutmix_minmax: Optional[Tuple[float, float]] = None,
+            mixup_prob: float = 1.0,
+            mixup_switch_prob: float = 0.5,
+            mixup_mode: str = "batch",
+            model_ema: bool = False,
+            model_ema_decay: float = 0.9998,
+            model_ema_warmup: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not timm.is_model(model_name):
+            close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
+            raise ValueError(f"model.model_name {model_name!r} is not a registered timm model"
+                             + (f"; did you mean one of {close}?" if close else "")
+                             + " (`visionzoo list` prints the zoo's models)")
+        if lr_base_scale not in ("linear", "sqrt"):
+            raise ValueError(f"model.lr_base_scale must be 'linear' or 'sqrt', got {lr_base_scale!r}")
+        overlay = dict(file=pretrained_file) if pretrained_file else None
+        self.model = timm.create_model(
+            model_name, pretrained=pretrained or bool(pretrained_file), pretrained_cfg_overlay=overlay,
+            num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate, **(model_kwargs or {}))
+        if bn_momentum is not None:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.momentum = bn_momentum
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+
+        self.mixup = None
+        if mixup > 0 or cutmix > 0 or cutmix_minmax is not None:
+            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, cutmix_minmax=cutmix_minmax, prob=mixup_prob,
+                               switch_prob=mixup_switch_prob, mode=mixup_mode, label_smoothing=smoothing,
+                               num_classes=num_classes)
+            self.train_loss = SoftTargetCrossEntropy()
+        elif smoothing > 0:
+            self.train_loss = LabelSmoothingCrossEntropy(smoothing)
+        else:
+            self.train_loss = torch.nn.CrossEntropyLoss()
+
+        top_k = min(5, num_classes)
+        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+        self.images = SumMetric()  # evaluated images, summed over ranks
+        self.val_loss = MeanMetric()
+        self.train_bad_images = SumMetric()  # unreadable files skipped (data.bad_images: skip)
+        self.eval_bad_images = SumMetric()
+        # Outside the module tree (a plain attribute): not part of state_dict or the DDP parameters; saved in the
+        # checkpoint as `state_dict_ema` by on_save_checkpoint
+        self.__dict__["ema"] = None
+        self._pending_rng: Optional[Dict[str, Any]] = None
+        self._pending_ema: Optional[Dict[str, torch.Tensor]] = None
+
+    # --- set-up and checks that need both model and data -------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        if dm is None:
+            return
+        n_data = getattr(dm, "num_classes", None)
+        if n_data is not None and n_data != self.hparams.num_classes:
+            raise ValueError(f"model.num_classes is {self.hparams.num_classes} but the data at {dm.root} has {n_data} "
+                             f"class folders: set --model.num_classes {n_data}")
+        if stage == "fit" and self.mixup is not None and dm.batch_size % 2:
+            raise ValueError(f"Mixup/CutMix needs an even per-device batch, data.batch_size is {dm.batch_size}: "
+                             f"set it to {dm.batch_size + 1} or {dm.batch_size - 1}, or turn off model.mixup / model.cutmix")
+        if self.hparams.model_ema and self.ema is None:
+            self.__dict__["ema"] = ModelEmaV3(self.model, decay=self.hparams.model_ema_decay,
+                                              use_warmup=self.hparams.model_ema_warmup)
+            self.ema.requires_grad_(False)
+            if self._pending_ema is not None:
+                self.ema.module.load_state_dict(self._pending_ema)
+
+    def _ema_model(self) -> Optional[torch.nn.Module]:
+        if self.ema is None:
+            return None
+        first = next(self.ema.module.parameters())
+        if first.device != self.device:
+            self.ema.module.to(self.device)
+        return self.ema.module
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.hparams.channels_last:
+            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
+
+    # --- training --------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_train_start(self) -> None:
+        if self._pending_rng is not None:  # here, after the sanity check, which draws from torch's RNG
+            _set_rng_states(self._pending_rng)
+            self._pending_rng = None
+        self._ema_step = self.global_step
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        self.train_bad_images.update(batch[2].sum() if len(batch) > 2 else 0)  # CheckedImages' count
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        loss = self.train_loss(self.model(x), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
+                 batch_size=x.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None and self.global_step != self._ema_step:  # an optimizer step happened
+            self._ema_model()
+            self.ema.update(self.model, step=self.global_step)
+            self._ema_step = self.global_step
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/bad_images", self.train_bad_images.compute())
+        self.train_bad_images.reset()
+
+    # --- evaluation --------------------------------------------------------------------------------------------
+    def _eval_step(self, batch, prefix: str) -> None:
+        x, y = batch[0], batch[1]
+        self.eval_bad_images.update(batch[2].sum() if len(batch) > 2 else 0)
+        model = self._ema_model() or self.model
+        logits = model(x)
+        self.val_loss.update(F.cross_entropy(logits, y), weight=x.shape[0])
+        self.top1.update(logits, y)
+        self.top5.update(logits, y)
+        self.images.update(x.shape[0])
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        # torchmetrics' compute() aggregates over all ranks (DDP); top-1/top-5 in percent
+        self.log(f"{prefix}/top1", self.top1.compute() * 100, prog_bar=True)
+        self.log_dict({f"{prefix}/top5": self.top5.compute() * 100, f"{prefix}/loss": self.val_loss.compute(),
+                       f"{prefix}/images": self.images.compute(), f"{prefix}/bad_images": self.eval_bad_images.compute()})
+        for metric in (self.top1, self.top5, self.val_loss, self.images, self.eval_bad_images):
+            metric.reset()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch, batch_idx: int) -> Dict[str, torch.Tensor]:
+        model = self._ema_model() or self.model
+        probs = model(batch[0]).softmax(dim=-1)
+        top = probs.topk(min(5, probs.shape[-1]), dim=-1)
+        return dict(indices=top.indices, probs=top.values, target=batch[1])
+
+    # --- optimizer and schedule --------------------------------------------------------------------------------
+    def global_batch_size(self) -> int:
+        t = self.trainer
+        return self.trainer.datamodule.batch_size * t.world_size * t.accumulate_grad_batches
+
+    def learning_rate(self) -> float:
+        hp = self.hparams
+        if hp.lr is not None:
+            return hp.lr
+        ratio = self.global_batch_size() / hp.lr_base_size
+        return hp.lr_base * (ratio if hp.lr_base_scale == "linear" else ratio ** 0.5)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        lr = self.learning_rate()
+        optimizer = create_optimizer_v2(self.model, opt=hp.opt, lr=lr, weight_decay=hp.weight_decay,
+                                        momentum=hp.momentum, layer_decay=hp.layer_decay, **(hp.opt_kwargs or {}))
+        epochs = self.trainer.max_epochs
+        if epochs is None or epochs < 1:
+            raise ValueError("the lr schedule needs trainer.max_epochs (>= 1)")
+        updates_per_epoch = max(1, self.trainer.estimated_stepping_batches // epochs)
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=hp.sched, num_epochs=epochs, warmup_epochs=hp.warmup_epochs, warmup_lr=hp.warmup_lr,
+            min_lr=hp.min_lr, cooldown_epochs=hp.cooldown_epochs, step_on_epochs=False,
+            updates_per_epoch=updates_per_epoch)
+        if self.global_rank == 0 and self.trainer.state.fn == "fit":
+            print(f"lr {lr:.3g} (global batch {self.global_batch_size()}), {updates_per_epoch} updates per epoch, "
+                  f"{hp.sched} schedule over {epochs} epochs, {hp.warmup_epochs} warmup")
+        if scheduler is None:
+            return optimizer
+        return dict(optimizer=optimizer, lr_scheduler=dict(scheduler=scheduler, interval="step"))
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        # timm schedulers are not torch LRSchedulers: step by the number of optimizer updates so far
+        scheduler.step_update(num_updates=self.global_step)
+
+    # --- checkpoint extras -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if self.ema is not None:
+            checkpoint["state_dict_ema"] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
+        checkpoint["rng_states"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._pending_rng = checkpoint.get("rng_states")
+        self._pending_ema = checkpoint.get("state_dict_ema")
+        if self.ema is not None and self._pending_ema is not None:
+            self.ema.module.load_state_dict(self._pending_ema)
+
+    def on_fit_end(self) -> None:
+        if self.global_rank != 0:
+            return
+        t = self.trainer
+        ckpt = t.checkpoint_callback
+        metrics = {k: float(v) for k, v in t.callback_metrics.items() if k.startswith("val/")}
+        print("\nfinished:", ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items()) if "images" not in k))
+        if ckpt is not None:
+            print(f"checkpoints: {os.path.abspath(ckpt.dirpath)} (best: {os.path.basename(ckpt.best_model_path)}, "
+                  f"last: {os.path.basename(ckpt.last_model_path)})")
+        if t.logger is not None and t.logger.log_dir:
+            print(f"logs: {os.path.abspath(t.logger.log_dir)}")
