@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from timm.data import create_dataset, create_transform, resolve_data_config
 from timm.data.readers.img_extensions import get_img_extensions
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 __all__ = ["ImageDataModule", "write_digits_folder", "folder_classes"]
 
@@ -98,6 +98,26 @@ class CheckedImages(Dataset):
         else:
             raise RuntimeError(f"no readable image in {self.dataset.reader.root}")
         return self.transform(img), target, bad
+
+
+class EpochShuffle(Sampler):
+    """A permutation drawn from (seed, epoch) alone, as DistributedSampler does (Lightning calls ``set_epoch``).
+    The order then does not depend on the global RNG at the time the loader is iterated: Lightning creates the first
+    iterator before a checkpoint is restored, so a global-RNG shuffle would differ between a resumed run and an
+    uninterrupted one."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.size, generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -220,7 +240,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, batch_size: int, training: bool) -> DataLoader:
         iterable = isinstance(dataset, torch.utils.data.IterableDataset)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=training and not iterable,
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+        sampler = EpochShuffle(len(dataset), seed) if training and not iterable else None
+        # own generator: creating an iterator draws the workers' base seed, which must not move the global RNG
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
                           drop_last=training,  # full batches only: Mixup needs an even batch
                           num_workers=self.num_workers, pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0)

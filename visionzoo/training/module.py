@@ -28,15 +28,20 @@ __all__ = ["ClassificationModule"]
 
 
 def _rng_states() -> Dict[str, Any]:
-    states = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    # plain Python values and tensors only, so that torch.load(weights_only=True) reads the checkpoint
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+    states = dict(python=random.getstate(), numpy=numpy_state, torch=torch.get_rng_state())
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 
 
 def _set_rng_states(states: Dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -51,6 +56,7 @@ class ClassificationModule(L.LightningModule):
         pretrained: load the model's published weights (needs the HF hub, or ``pretrained_file``).
         pretrained_file: load weights from this file (safetensors / .pth / a Lightning checkpoint) through the
             model's checkpoint filter; with ``num_classes`` differing from the file's, the classifier is re-initialised.
+        reset_classifier: re-initialise the classifier after loading weights (fine-tuning with a new head).
         model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``embed_dims``, ``depths``).
         drop_rate, drop_path_rate: classifier dropout and stochastic depth.
         bn_momentum: BatchNorm momentum override (PyTorch convention). MaxViT keeps TF's 0.99 (0.01 here), whose
@@ -76,6 +82,7 @@ class ClassificationModule(L.LightningModule):
             pretrained: bool = False,
             pretrained_file: Optional[str] = None,
             model_kwargs: Optional[Dict[str, Any]] = None,
+            reset_classifier: bool = False,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
             bn_momentum: Optional[float] = None,
@@ -119,6 +126,8 @@ class ClassificationModule(L.LightningModule):
         self.model = timm.create_model(
             model_name, pretrained=pretrained or bool(pretrained_file), pretrained_cfg_overlay=overlay,
             num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate, **(model_kwargs or {}))
+        if reset_classifier:
+            self.model.reset_classifier(num_classes)
         if bn_momentum is not None:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
