@@ -48,3 +48,9 @@ def metrics(run_dir: str, version: int = -1) -> List[Dict[str, str]]:
 def column(rows: List[Dict[str, str]], key: str) -> Dict[int, float]:
     """{step: value} of one logged metric."""
     return {int(r["step"]): float(r[key]) for r in rows if r.get(key)}
+
+
+@pytest.fixture(autouse=True)
+def _cli_argv(monkeypatch):
+    """In-process LightningCLI(args=...) warns when sys.argv (pytest's here) carries arguments too."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])

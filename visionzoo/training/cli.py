@@ -52,4 +52,4 @@ class VisionZooCLI(LightningCLI):
 
 def main(args: Optional[List[str]] = None, run: bool = True) -> VisionZooCLI:
     return VisionZooCLI(ClassificationModule, ImageDataModule, args=args, run=run,
-                        save_config_kwargs=dict(overwrite=True))
+                        save_config_kwargs=dict(overwrite=True), auto_configure_optimizers=False)

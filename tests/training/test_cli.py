@@ -1,0 +1,115 @@
+"""train.py's CLI in-process (single device: no launcher re-runs sys.argv): recipes, strategies, fit / validate /
+predict, official-weights evaluation, wandb offline."""
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.util
+import io
+import os
+
+import pytest
+import timm
+import torch
+import yaml
+
+from visionzoo.training.cli import main
+
+from .conftest import REPO, TINY, column, metrics
+
+RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "imagenet", "*.yaml")))
+
+
+def _print_config(*args: str) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+        main(["fit", *args, "--print_config"])
+    assert exit_.value.code == 0
+    return yaml.safe_load(out.getvalue())
+
+
+def test_every_model_has_a_recipe_in_sync_with_the_generator():
+    spec = importlib.util.spec_from_file_location("generate", os.path.join(REPO, "configs", "imagenet", "generate.py"))
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    expected = generate.recipes()
+    assert sorted(expected) == timm.list_models("vz_*")
+    assert [os.path.basename(p)[:-5] for p in RECIPES] == sorted(expected)
+    for path in RECIPES:
+        with open(path) as f:
+            assert f.read() == expected[os.path.basename(path)[:-5]], \
+                f"{path} is out of date: run python configs/imagenet/generate.py"
+
+
+@pytest.mark.parametrize("path", RECIPES + [os.path.join(REPO, "configs", "quickstart.yaml")],
+                         ids=lambda p: os.path.basename(p))
+def test_recipe_parses(path):
+    cfg = _print_config("--config", path)
+    name = os.path.basename(path)[:-5]
+    if name != "quickstart":
+        assert cfg["model"]["model_name"] == name
+        assert cfg["data"]["input_size"] == timm.get_pretrained_cfg(name).input_size[-1]
+        assert cfg["model"]["num_classes"] == 1000 and cfg["model"]["model_ema"]
+    assert cfg["checkpoint"]["monitor"] == "val/top1"
+
+
+def test_ddp_and_fsdp_resolve():
+    cli = main(["--config", TINY, "--trainer.strategy", "ddp", "--trainer.devices", "2"], run=False)
+    assert type(cli.trainer.strategy).__name__ == "DDPStrategy" and cli.trainer.world_size == 2
+    assert cli.trainer.strategy.process_group_backend is None or cli.trainer.strategy.process_group_backend == "gloo"
+    fsdp = ["--trainer.strategy", "lightning.pytorch.strategies.FSDPStrategy",
+            "--trainer.strategy.sharding_strategy", "SHARD_GRAD_OP", "--trainer.devices", "2"]
+    cfg = _print_config("--config", TINY, *fsdp)
+    assert cfg["trainer"]["strategy"]["class_path"].endswith("FSDPStrategy")
+    assert cfg["trainer"]["strategy"]["init_args"]["sharding_strategy"] == "SHARD_GRAD_OP"
+    with pytest.raises(ValueError, match="requires a GPU accelerator"):  # Lightning runs FSDP on GPUs only
+        main(["--config", TINY, *fsdp], run=False)
+
+
+def test_fit_validate_predict_and_pretrained_file(digits_root, tmp_path):
+    run = str(tmp_path / "run")
+    args = ["--config", TINY, "--data.root", digits_root, "--trainer.default_root_dir", run]
+    # bf16 autocast, gradient accumulation and layer decay on top of tiny.yaml's mixup / EMA / RandAugment / erasing
+    cli = main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed",
+                "--trainer.accumulate_grad_batches", "2", "--model.layer_decay", "0.8"])
+    rows = metrics(run)
+    val = {k: column(rows, f"val/{k}") for k in ("top1", "top5", "loss", "images")}
+    assert all(val.values()), val
+    assert list(val["images"].values()) == [90.0]  # limit_val_batches 2 x val_batch_size 45
+    assert list(column(rows, "train/lr")) == [0, 1, 2]  # 6 batches / accumulation 2: 3 optimizer steps
+    groups = cli.trainer.optimizers[0].param_groups
+    assert len({g["lr_scale"] for g in groups}) > 2  # layer decay: per-depth scales
+    assert any(g["weight_decay"] == 0 for g in groups) and any(g["weight_decay"] > 0 for g in groups)
+
+    ckpts = sorted(os.listdir(os.path.join(run, "checkpoints")))
+    assert "last.ckpt" in ckpts and any(c.startswith("best-") for c in ckpts), ckpts
+    last = os.path.join(run, "checkpoints", "last.ckpt")
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)  # nothing to unpickle
+    assert set(ckpt["state_dict_ema"]) == {k[len("model."):] for k in ckpt["state_dict"]}
+
+    # validate the checkpoint: the EMA weights, the same numbers as at the end of fit
+    main(["validate", *args, "--trainer.precision", "bf16-mixed", "--ckpt_path", last])
+    again = metrics(run)
+    assert column(again, "val/top1")[0] == pytest.approx(list(val["top1"].values())[-1], abs=1e-4)
+
+    # evaluate weights from a file, as for official weights: timm's loader picks the checkpoint's EMA tensors
+    main(["validate", *args, "--trainer.precision", "bf16-mixed", "--model.model_ema", "false",
+          "--model.pretrained_file", last])
+    assert column(metrics(run), "val/top1")[0] == pytest.approx(list(val["top1"].values())[-1], abs=1e-4)
+
+    cli = main(["predict", *args, "--ckpt_path", last, "--trainer.limit_predict_batches", "1"])
+    assert cli.trainer.predict_loop.predictions[0]["probs"].shape == (45, 5)
+
+
+def test_wandb_logger_offline(digits_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = '{"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "vz-test", "save_dir": "%s"}}'
+    main(["fit", "--config", TINY, "--data.root", digits_root, "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+          "--trainer.logger", logger % tmp_path])
+    import wandb
+
+    wandb.finish()
+    runs = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert runs and os.path.getsize(runs[0]) > 0
