@@ -188,11 +188,6 @@ class ClassificationModule(L.LightningModule):
             self.ema.module.to(self.device)
         return self.ema.module
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.hparams.channels_last:
-            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return batch
-
     # --- training --------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -203,8 +198,12 @@ class ClassificationModule(L.LightningModule):
             self._pending_rng = None
         self._ema_step = self.global_step
 
+    def _inputs(self, batch) -> torch.Tensor:
+        x = batch[0]
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]
+        x, y = self._inputs(batch), batch[1]
         self.train_bad_images.update(batch[2].sum() if len(batch) > 2 else 0)  # CheckedImages' count
         if self.mixup is not None:
             x, y = self.mixup(x, y)
@@ -226,7 +225,7 @@ class ClassificationModule(L.LightningModule):
 
     # --- evaluation --------------------------------------------------------------------------------------------
     def _eval_step(self, batch, prefix: str) -> None:
-        x, y = batch[0], batch[1]
+        x, y = self._inputs(batch), batch[1]
         self.eval_bad_images.update(batch[2].sum() if len(batch) > 2 else 0)
         model = self._ema_model() or self.model
         logits = model(x)
@@ -257,7 +256,7 @@ class ClassificationModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> Dict[str, torch.Tensor]:
         model = self._ema_model() or self.model
-        probs = model(batch[0]).softmax(dim=-1)
+        probs = model(self._inputs(batch)).softmax(dim=-1)
         top = probs.topk(min(5, probs.shape[-1]), dim=-1)
         return dict(indices=top.indices, probs=top.values, target=batch[1])
 
