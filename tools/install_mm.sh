@@ -24,7 +24,6 @@ import mmcv._ext  # noqa: F401  (the compiled ops load against this torch)
 pins = {"mmcv": "2.1.0", "mmengine": "0.10.7", "mmdet": "3.3.0", "mmsegmentation": "1.2.2"}
 assert all(md.version(name) == version for name, version in pins.items())
 import ftfy, regex, psutil  # noqa: F401,E401  (mmseg.utils / mmdet.utils import them)
-import mmdet.models, mmseg.models  # noqa: F401,E401
 EOF
 }
 
@@ -54,5 +53,6 @@ fi
 
 # the wheel first on the command line: pip takes mmcv from it and never tries to build mmcv itself
 "${pip[@]}" install "$wheel" -e ".[mm]"
-installed || { echo "install_mm: the mm stack does not import after installation" >&2; exit 1; }
+installed && "$py" -c "import mmdet.models, mmseg.models" || {
+  echo "install_mm: the mm stack does not import after installation" >&2; exit 1; }
 echo "install_mm: mm stack installed in $(( $(date +%s) - start )) s"

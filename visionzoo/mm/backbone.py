@@ -202,7 +202,12 @@ class VisionZooBackbone(BaseModule):
             state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()
                      if not k.startswith("out_norms.")}
         state = unwrap_state_dict(state)
+        target = self.state_dict()
         template = _template(self.model_name, self._model_kwargs)
+        # what the backbone dropped (classifier head, stages after the last output) may be absent, e.g. from a
+        # detector's checkpoint: stand-ins let the filter check everything else, and are discarded afterwards
+        fillers = {k for k in template.state_dict() if k not in state and "model." + k not in target}
+        state.update({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in template.state_dict().items() if k in fillers})
         filter_fn = getattr(importlib.import_module(type(template).__module__), "checkpoint_filter_fn", None)
         try:
             if filter_fn is not None:
@@ -211,8 +216,8 @@ class VisionZooBackbone(BaseModule):
                 check_keys(state, template, self.model_name)
         except ValueError as e:
             raise ValueError(f"checkpoint {checkpoint!r} does not fit {self.model_name}: {e}") from None
+        state = {k: v for k, v in state.items() if k not in fillers}
 
-        target = self.state_dict()
         mapped = {"model." + k: v for k, v in state.items()}
         mapped.update(own_norms)
         to_load = {k: v for k, v in mapped.items() if k in target}
