@@ -42,6 +42,9 @@ def test_train_step_and_predict(path):
     is_retina = path.name.startswith("retinanet")
     if is_retina:
         cfg.model.backbone.frozen_stages = 1  # also checks freezing inside a real detector
+    if "mask-rcnn" not in path.name:
+        # the real model runs in the Mask R-CNN test; here one block per stage (same widths) keeps CI fast
+        cfg.model.backbone.depths = (1,) * 4
     if is_seg:
         cfg.model.data_preprocessor.size = (128, 128)  # reduced from the 512x512 crop
     else:  # realistic heads; random weights give scores below the default thresholds
@@ -55,8 +58,8 @@ def test_train_step_and_predict(path):
 
     if is_seg:
         data = seg_batch(model, (128, 128))
-    else:  # two sizes that are not multiples of 32: the data preprocessor pads the batch to 160x192
-        data = det_batch(model, [(150, 180), (128, 192)], with_masks="mask-rcnn" in path.name)
+    else:  # two sizes that are not multiples of 32: the data preprocessor pads the batch to 128x160
+        data = det_batch(model, [(128, 150), (112, 160)], with_masks="mask-rcnn" in path.name)
     losses = model(**data, mode="loss")
     loss, log_vars = model.parse_losses(losses)
     assert torch.isfinite(loss) and loss > 0
@@ -80,10 +83,10 @@ def test_train_step_and_predict(path):
             assert result.pred_sem_seg.data.shape == (1, 128, 128)
             assert result.seg_logits.data.shape == (150, 128, 128)
         else:
-            data = det_batch(model, [(150, 180)], with_masks=False, training=False)
+            data = det_batch(model, [(120, 150)], with_masks=False, training=False)
             (result,) = model(**data, mode="predict")
             pred = result.pred_instances
             assert len(pred.bboxes) > 0 and pred.bboxes.shape[1] == 4
-            assert pred.bboxes[:, 2].max() <= 180 + 1e-3 and pred.bboxes[:, 3].max() <= 150 + 1e-3
+            assert pred.bboxes[:, 2].max() <= 150 + 1e-3 and pred.bboxes[:, 3].max() <= 120 + 1e-3
             if "mask-rcnn" in path.name:
-                assert pred.masks.shape[1:] == (150, 180)
+                assert pred.masks.shape[1:] == (120, 150)
