@@ -183,7 +183,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def check(self) -> None:
         """Checks that need no model: the dataset root and, for folders, the class folders of every split."""
-        if not self.root:
+        if not self.root and self.is_folder:
             raise ValueError("data.root is not set: pass --data.root <dataset folder> (ImageNet layout "
                              "<root>/train/<class>/<image>, <root>/val/<class>/<image>)")
         if self.is_folder and not os.path.isdir(self.root):

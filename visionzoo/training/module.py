@@ -159,26 +159,25 @@ class ClassificationModule(L.LightningModule):
         # checkpoint as `state_dict_ema` by on_save_checkpoint
         self.__dict__["ema"] = None
         self._pending_rng: Optional[Dict[str, Any]] = None
-        self._pending_ema: Optional[Dict[str, torch.Tensor]] = None
 
     # --- set-up and checks that need both model and data -------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
-        if dm is None:
-            return
         n_data = getattr(dm, "num_classes", None)
         if n_data is not None and n_data != self.hparams.num_classes:
             raise ValueError(f"model.num_classes is {self.hparams.num_classes} but the data at {dm.root} has {n_data} "
                              f"class folders: set --model.num_classes {n_data}")
-        if stage == "fit" and self.mixup is not None and dm.batch_size % 2:
-            raise ValueError(f"Mixup/CutMix needs an even per-device batch, data.batch_size is {dm.batch_size}: "
-                             f"set it to {dm.batch_size + 1} or {dm.batch_size - 1}, or turn off model.mixup / model.cutmix")
-        if self.hparams.model_ema and self.ema is None:
+        batch_size = getattr(dm, "batch_size", 0)
+        if stage == "fit" and self.mixup is not None and batch_size % 2:
+            raise ValueError(f"Mixup/CutMix needs an even per-device batch, data.batch_size is {batch_size}: "
+                             f"set it to {batch_size + 1} or {batch_size - 1}, or turn off model.mixup / model.cutmix")
+        if self.hparams.model_ema and "FSDP" in type(self.trainer.strategy).__name__:
+            raise ValueError("model.model_ema is not supported with FSDP (the EMA copy would not be sharded): "
+                             "set --model.model_ema false, or use the ddp strategy")
+        if self.hparams.model_ema and self.ema is None:  # a copy of the initial (or pretrained) weights
             self.__dict__["ema"] = ModelEmaV3(self.model, decay=self.hparams.model_ema_decay,
                                               use_warmup=self.hparams.model_ema_warmup)
             self.ema.requires_grad_(False)
-            if self._pending_ema is not None:
-                self.ema.module.load_state_dict(self._pending_ema)
 
     def _ema_model(self) -> Optional[torch.nn.Module]:
         if self.ema is None:
@@ -303,10 +302,10 @@ class ClassificationModule(L.LightningModule):
         checkpoint["rng_states"] = _rng_states()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        self._pending_rng = checkpoint.get("rng_states")
-        self._pending_ema = checkpoint.get("state_dict_ema")
-        if self.ema is not None and self._pending_ema is not None:
-            self.ema.module.load_state_dict(self._pending_ema)
+        # called after setup(): the EMA copy exists when model_ema is on
+        self._pending_rng = checkpoint.get("rng_states")  # applied in on_train_start
+        if self.ema is not None and "state_dict_ema" in checkpoint:
+            self.ema.module.load_state_dict(checkpoint["state_dict_ema"])
 
     def on_fit_end(self) -> None:
         if self.global_rank != 0:
