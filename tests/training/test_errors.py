@@ -98,3 +98,16 @@ def test_misconfigured_recipe(args, error, match, digits_root, tmp_path):
     with pytest.raises(error, match=match):
         _fit(*args, "--trainer.default_root_dir", str(tmp_path), root=digits_root)
     assert not (tmp_path / "checkpoints").exists()  # nothing was trained
+
+
+def test_digits_folder_layout(digits_root):
+    """The quickstart's data: an ImageNet-style folder, a stratified 80/20 split of sklearn's 1797 digits."""
+    from PIL import Image
+
+    counts = {split: {c: len(os.listdir(os.path.join(digits_root, split, c))) for c in map(str, range(10))}
+              for split in ("train", "val")}
+    assert sum(counts["train"].values()) == 1437 and sum(counts["val"].values()) == 360
+    assert min(counts["val"].values()) >= 35  # every class held out
+    first = os.path.join(digits_root, "val", "3", sorted(os.listdir(os.path.join(digits_root, "val", "3")))[0])
+    with Image.open(first) as img:
+        assert img.format == "PNG" and img.size == (32, 32)

@@ -192,7 +192,7 @@ class ClassificationModule(L.LightningModule):
         return self.model(x)
 
     def on_train_start(self) -> None:
-        if self._pending_rng is not None:  # here, after the sanity check, which draws from torch's RNG
+        if self._pending_rng is not None:  # here: after everything Lightning runs on restore (e.g. the sanity check)
             _set_rng_states(self._pending_rng)
             self._pending_rng = None
         self._ema_step = self.global_step
@@ -208,8 +208,8 @@ class ClassificationModule(L.LightningModule):
             x, y = self.mixup(x, y)
         loss = self.train_loss(self.model(x), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
-                 batch_size=x.shape[0])
+        lr = max(group["lr"] for group in self.trainer.optimizers[0].param_groups)  # unscaled by layer decay
+        self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
