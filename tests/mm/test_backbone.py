@@ -198,3 +198,23 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         VisionZooBackbone(**args)
+
+
+def test_checkpoint_trained_at_another_window(tmp_path):
+    """A 384-px checkpoint (window 12) into the 224 model (window 7): the filter resizes the position tables."""
+    classifier = timm.create_model("vz_maxvit_tiny", window_size=12, **NARROW)
+    path = tmp_path / "w12.safetensors"
+    save_file(classifier.state_dict(), str(path))
+    backbone = narrow(init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    backbone.init_weights()
+    table = "model.stages.0.blocks.0.attn_block.attn.rel_pos.relative_position_bias_table"
+    assert classifier.state_dict()[table[len("model."):]].shape[-1] == 23
+    assert backbone.state_dict()[table].shape[-1] == 13
+    assert len(backbone.init_report["loaded"]) == len([k for k in backbone.state_dict() if k.startswith("model.")])
+
+
+def test_with_cp():
+    backbone = narrow(with_cp=True)
+    assert all(stage.grad_checkpointing for stage in backbone.model.stages)
+    sum(o.mean() for o in backbone(torch.randn(1, 3, 64, 64))).backward()
+    assert all(p.grad is not None for p in backbone.parameters())
