@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 import yaml
+from timm.scheduler import CosineLRScheduler
 
 from visionzoo.training.cli import main
 
@@ -76,7 +77,14 @@ def test_fit_validate_predict_and_pretrained_file(digits_root, tmp_path):
     val = {k: column(rows, f"val/{k}") for k in ("top1", "top5", "loss", "images")}
     assert all(val.values()), val
     assert list(val["images"].values()) == [90.0]  # limit_val_batches 2 x val_batch_size 45
-    assert list(column(rows, "train/lr")) == [0, 1, 2]  # 6 batches / accumulation 2: 3 optimizer steps
+    lr = column(rows, "train/lr")
+    assert list(lr) == [0, 1, 2]  # 6 batches / accumulation 2: 3 optimizer steps
+    # per-update warmup + cosine of lr_base 2e-3 at 16, scaled to the global batch 32 (16 x accumulation 2)
+    reference = CosineLRScheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=4e-3), t_initial=3,
+                                  lr_min=1e-5, warmup_t=1.5, warmup_lr_init=1e-6, t_in_epochs=False)
+    expected = [reference._get_lr(step)[0] for step in range(3)]
+    assert [lr[step] for step in range(3)] == pytest.approx(expected, rel=1e-6)
+    assert expected[0] < expected[1] and expected[2] < 4e-3
     groups = cli.trainer.optimizers[0].param_groups
     assert len({g["lr_scale"] for g in groups}) > 2  # layer decay: per-depth scales
     assert any(g["weight_decay"] == 0 for g in groups) and any(g["weight_decay"] > 0 for g in groups)

@@ -42,6 +42,8 @@ def test_kill_and_resume(digits_root, tmp_path):
             column(ref, key)[2 * STEPS_PER_EPOCH - 1], rel=1e-5), key
     ckpt = torch.load(f"{run}/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 15 and "state_dict_ema" in ckpt and "rng_states" in ckpt
+    assert all(int(s["step"]) == 15 for s in ckpt["optimizer_states"][0]["state"].values())  # AdamW's own count
+    assert ckpt["lr_schedulers"][0]["t_initial"] == 3 * STEPS_PER_EPOCH  # timm's per-update schedule
 
     # 3. resumed mid-epoch from step 15: the step count and the lr continue without a jump
     proc = run_train(*common, "--trainer.default_root_dir", run, "--ckpt_path", "last")
