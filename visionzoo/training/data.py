@@ -39,7 +39,7 @@ def write_digits_folder(root: str, size: int = 32, val_fraction: float = 0.2, se
         for i in indices:
             folder = os.path.join(tmp, split, str(digits.target[i]))
             os.makedirs(folder, exist_ok=True)
-            Image.fromarray(images[i], mode="L").resize((size, size), Image.BICUBIC).save(
+            Image.fromarray(images[i]).resize((size, size), Image.BICUBIC).save(
                 os.path.join(folder, f"{i:04d}.png"))
     os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
     os.rename(tmp, root)
@@ -239,12 +239,16 @@ class ImageDataModule(L.LightningDataModule):
             self.test_set = self._dataset(self.hparams.test_split or self.hparams.val_split, eval_tf, training=False)
 
     def _loader(self, dataset, batch_size: int, training: bool) -> DataLoader:
-        iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+        shuffle = training and not isinstance(dataset, torch.utils.data.IterableDataset)
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
-        sampler = EpochShuffle(len(dataset), seed) if training and not iterable else None
-        # own generator: creating an iterator draws the workers' base seed, which must not move the global RNG
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
-                          drop_last=training,  # full batches only: Mixup needs an even batch
+        sampler = None
+        if shuffle and self.trainer is not None and self.trainer.world_size == 1:
+            sampler, shuffle = EpochShuffle(len(dataset), seed), False
+        # else with several processes Lightning replaces shuffle=True by a DistributedSampler, itself seed + epoch
+        # own generator: creating an iterator draws the workers' base seed, which must not move the global RNG.
+        # drop_last: full training batches only (Mixup needs an even batch)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                          generator=torch.Generator().manual_seed(seed), drop_last=training,
                           num_workers=self.num_workers, pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0)
 
