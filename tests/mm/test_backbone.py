@@ -6,7 +6,6 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from ..conftest import SMALLEST
 from .conftest import NARROW, NARROW_CHANNELS, require_mm
 
 require_mm()
@@ -37,7 +36,7 @@ def test_out_indices_count_stages_not_timm_levels(out_indices):
 
 def test_real_tiny_is_the_features_only_path():
     """vz_maxvit_tiny for real: without output norms the levels are exactly timm's features_only stages 1-4."""
-    name = SMALLEST[0] if SMALLEST[0].startswith("vz_maxvit") else "vz_maxvit_tiny"
+    name = "vz_maxvit_tiny"
     backbone = VisionZooBackbone(name, out_norm=False).eval()
     features = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4)).eval()
     features.load_state_dict({k.replace("stages.", "stages_", 1): v for k, v in backbone.model.state_dict().items()})

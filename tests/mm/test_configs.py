@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from .conftest import ALL_CONFIGS, DET_CONFIGS, REPO, SEG_CONFIGS, build_model, load_config, require_mm, scope_of
+from .conftest import ALL_CONFIGS, DET_CONFIGS, REPO, build_model, load_config, require_mm, scope_of
 
 require_mm()
 

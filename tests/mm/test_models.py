@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..conftest import SMALLEST
-from .conftest import ALL_CONFIGS, REPO, build_model, det_batch, load_config, require_mm, scope_of, seg_batch
+from .conftest import ALL_CONFIGS, build_model, det_batch, load_config, require_mm, scope_of, seg_batch
 
 require_mm()
 

@@ -2,6 +2,7 @@
 ADE20K-layout dataset. TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set only for resuming and testing."""
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -62,7 +63,6 @@ def test_train_resume_test(tmp_path, monkeypatch):
     runner = build_runner(parse_args(["train", config, "--work-dir", work]))
     runner.train()
     assert runner.iter == 2
-    import os
     assert os.environ[VAR] == "0"  # a plain training run does not relax torch.load
     checkpoint = tmp_path / "work" / "iter_2.pth"
     with pytest.raises(pickle.UnpicklingError):  # why resuming needs the variable on torch >= 2.6
