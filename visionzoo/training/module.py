@@ -304,8 +304,10 @@ class ClassificationModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         # called after setup(): the EMA copy exists when model_ema is on
         self._pending_rng = checkpoint.get("rng_states")  # applied in on_train_start
-        if self.ema is not None and "state_dict_ema" in checkpoint:
-            self.ema.module.load_state_dict(checkpoint["state_dict_ema"])
+        if self.ema is not None:  # a checkpoint of a run without EMA: start the EMA from its weights
+            ema = checkpoint.get("state_dict_ema") or {k[len("model."):]: v for k, v in checkpoint["state_dict"].items()
+                                                       if k.startswith("model.")}
+            self.ema.module.load_state_dict(ema)
 
     def on_fit_end(self) -> None:
         if self.global_rank != 0:
