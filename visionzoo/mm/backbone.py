@@ -86,14 +86,14 @@ class VisionZooBackbone(BaseModule):
         self.norm_eval = norm_eval
         self._model_kwargs = dict(model_kwargs, drop_path_rate=drop_path_rate)
 
-        levels = _stage_levels(model_name, _template(model_name, self._model_kwargs).feature_info)
+        full_info = _template(model_name, self._model_kwargs).feature_info  # before any pruning
+        levels = _stage_levels(model_name, full_info)
         getter = timm.create_model(
             model_name, pretrained=False, features_only=True, feature_cls="getter",
             out_indices=tuple(levels[i] for i in out_indices), **self._model_kwargs)
         # the pruned model itself (keys as in a classification checkpoint); forward does what the getter does
         self.model = getter.model
         self._take_indices = getter.out_indices
-        full_info = self.model.feature_info
         self._stage_modules = [full_info[level]["module"] for level in levels]
         self._drop_unused_tail()
         self.out_channels = [full_info[levels[i]]["num_chs"] for i in out_indices]
