@@ -47,8 +47,10 @@ data:
 """
 
 # official MaxViT i1k survival_prob per size -> drop_path_rate = 1 - survival_prob
-_DROP_PATH = dict(tiny=("0.2", "[i1k] MaxViTTiny survival_prob=0.8"), small=("0.3", "[i1k] MaxViTSmall survival_prob=0.7"),
-                  base=("0.4", "[i1k] MaxViTBase survival_prob=0.6"), large=("0.6", "[i1k] MaxViTLarge survival_prob=0.4"),
+_DROP_PATH = dict(tiny=("0.2", "[i1k] MaxViTTiny survival_prob=0.8"),
+                  small=("0.3", "[i1k] MaxViTSmall survival_prob=0.7"),
+                  base=("0.4", "[i1k] MaxViTBase survival_prob=0.6"),
+                  large=("0.6", "[i1k] MaxViTLarge survival_prob=0.4"),
                   xlarge=("0.6", "MaxViT-L's (no official XL i1k recipe)"))
 
 
@@ -57,8 +59,8 @@ def maxvit(name: str) -> str:
     size, res = parts[2], int(parts[3]) if len(parts) > 3 else 224
     drop_path, drop_src = _DROP_PATH[size]
     if res == 224:
-        title = ("the official pre-training recipe" if size != "xlarge" else
-                 "MaxViT-L's pre-training recipe (the official repo has no ImageNet-1k recipe for XL, only 21k weights)")
+        title = ("the official pre-training recipe" if size != "xlarge" else "MaxViT-L's pre-training recipe "
+                 "(the official repo has no ImageNet-1k recipe for XL, only 21k weights)")
         text = COMMON_HEAD.format(name=name, title=title, epochs=300, eval="crop_pct 0.95, bicubic")
         text += f"""\
 model:

@@ -112,7 +112,8 @@ def test_fit_validate_predict_and_pretrained_file(digits_root, tmp_path):
 def test_wandb_logger_offline(digits_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    logger = '{"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "vz-test", "save_dir": "%s"}}'
+    logger = ('{"class_path": "lightning.pytorch.loggers.WandbLogger", '
+              '"init_args": {"project": "vz-test", "save_dir": "%s"}}')
     main(["fit", "--config", TINY, "--data.root", digits_root, "--trainer.default_root_dir", str(tmp_path),
           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
           "--trainer.logger", logger % tmp_path])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -45,7 +46,6 @@ class VisionZooCLI(LightningCLI):
             if cfg[key].dirpath is None:
                 cfg[key].dirpath = os.path.join(root, "checkpoints")
         if cfg.trainer.logger in (None, True):
-            from jsonargparse import Namespace
             cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
                                            init_args=Namespace(save_dir=root, name="logs"))
 

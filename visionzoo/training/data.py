@@ -50,8 +50,8 @@ def folder_classes(split_dir: str) -> List[str]:
     empty one and shift every later class index)."""
     if not os.path.isdir(split_dir):
         raise FileNotFoundError(
-            f"dataset split folder not found: {split_dir}. Expected the ImageNet layout <root>/<split>/<class>/<image>, "
-            f"e.g. <root>/train/n01440764/x.JPEG (set data.root, data.train_split / data.val_split)")
+            f"dataset split folder not found: {split_dir}. Expected the ImageNet layout "
+            f"<root>/<split>/<class>/<image>, e.g. <root>/train/n01440764/x.JPEG (set data.root, data.train_split / data.val_split)")
     extensions = get_img_extensions(as_set=True)
     classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
     if not classes:
@@ -249,7 +249,8 @@ class ImageDataModule(L.LightningDataModule):
         # drop_last: full training batches only (Mixup needs an even batch)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                           generator=torch.Generator().manual_seed(seed), drop_last=training,
-                          num_workers=self.num_workers, pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+                          num_workers=self.num_workers,
+                          pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -1,8 +1,8 @@
 """The LightningModule: a timm model trained the way timm's train.py trains it, under Lightning's Trainer.
 
 Lightning restores the model, optimizer, lr scheduler and loop state from a checkpoint. What it does not keep is saved
-here (``on_save_checkpoint``): the EMA weights (``state_dict_ema``, the key timm's loaders prefer) and the python / numpy /
-torch RNG states (Mixup draws from numpy, RandAugment from python, drop_path and the sampler from torch).
+here (``on_save_checkpoint``): the EMA weights (``state_dict_ema``, the key timm's loaders prefer) and the
+python / numpy / torch RNG states (Mixup draws from numpy, RandAugment from python, drop_path and the sampler from torch).
 """
 from __future__ import annotations
 
@@ -237,7 +237,8 @@ class ClassificationModule(L.LightningModule):
         # torchmetrics' compute() aggregates over all ranks (DDP); top-1/top-5 in percent
         self.log(f"{prefix}/top1", self.top1.compute() * 100, prog_bar=True)
         self.log_dict({f"{prefix}/top5": self.top5.compute() * 100, f"{prefix}/loss": self.val_loss.compute(),
-                       f"{prefix}/images": self.images.compute(), f"{prefix}/bad_images": self.eval_bad_images.compute()})
+                       f"{prefix}/images": self.images.compute(),
+                       f"{prefix}/bad_images": self.eval_bad_images.compute()})
         for metric in (self.top1, self.top5, self.val_loss, self.images, self.eval_bad_images):
             metric.reset()
 
