@@ -36,7 +36,7 @@ key=$("$py" -c 'import sys, torch; print("torch%s-cp%d%d" % (torch.__version__.s
 cache="${VZ_MMCV_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/visionzoo/mmcv-wheels}/$key"
 wheel=$(ls "$cache"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
-  echo "install_mm: no mmcv $MMCV_VERSION wheel for $key in $cache; building it (about 12 min on 2 cores)"
+  echo "install_mm: no mmcv $MMCV_VERSION wheel for $key in $cache; building it (12 min on 2 idle cores)"
   build_start=$(date +%s)
   "${pip[@]}" install setuptools==81.0.0 wheel ninja  # pkg_resources for mmcv's setup.py; ninja for a parallel build
   mkdir -p "$cache"
