@@ -111,3 +111,25 @@ def test_digits_folder_layout(digits_root):
     first = os.path.join(digits_root, "val", "3", sorted(os.listdir(os.path.join(digits_root, "val", "3")))[0])
     with Image.open(first) as img:
         assert img.format == "PNG" and img.size == (32, 32)
+
+
+def test_pretrained_file_with_another_classifier(digits_root, tmp_path):
+    import timm
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from visionzoo.training import ClassificationModule
+
+    with open(TINY) as f:
+        kwargs = yaml.safe_load(f)["model"]["model_kwargs"]
+    weights = str(tmp_path / "seven_classes.safetensors")
+    source = timm.create_model("vz_maxvit_tiny", num_classes=7, **kwargs)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, weights)
+    with pytest.raises(ValueError, match="seven_classes.safetensors does not fit model.num_classes=10 .*"
+                                         "model.reset_classifier: true"):
+        _fit("--model.pretrained_file", weights, "--trainer.default_root_dir", str(tmp_path), root=digits_root)
+    module = ClassificationModule("vz_maxvit_tiny", num_classes=10, model_kwargs=kwargs, pretrained_file=weights,
+                                  reset_classifier=True)
+    assert torch.equal(module.model.stem.conv1.weight, source.stem.conv1.weight)  # backbone loaded, new head
+    assert module.model.head.fc.out_features == 10

@@ -54,8 +54,9 @@ class ClassificationModule(L.LightningModule):
         model_name: any timm model name (``vz_*`` for the zoo).
         num_classes: classifier size; must match the number of class folders of the data.
         pretrained: load the model's published weights (needs the HF hub, or ``pretrained_file``).
-        pretrained_file: load weights from this file (safetensors / .pth / a Lightning checkpoint) through the
-            model's checkpoint filter; with ``num_classes`` differing from the file's, the classifier is re-initialised.
+        pretrained_file: load weights from this file (safetensors / .pth / a Lightning checkpoint, whose EMA weights
+            win) through the model's checkpoint filter; the file's classifier must have ``num_classes`` outputs
+            unless ``reset_classifier``.
         reset_classifier: re-initialise the classifier after loading weights (fine-tuning with a new head).
         model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``embed_dims``, ``depths``).
         drop_rate, drop_path_rate: classifier dropout and stochastic depth.
@@ -122,10 +123,22 @@ class ClassificationModule(L.LightningModule):
                              + " (`visionzoo list` prints the zoo's models)")
         if lr_base_scale not in ("linear", "sqrt"):
             raise ValueError(f"model.lr_base_scale must be 'linear' or 'sqrt', got {lr_base_scale!r}")
-        overlay = dict(file=pretrained_file) if pretrained_file else None
-        self.model = timm.create_model(
-            model_name, pretrained=pretrained or bool(pretrained_file), pretrained_cfg_overlay=overlay,
-            num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate, **(model_kwargs or {}))
+        overlay = None
+        if pretrained_file:
+            # timm drops a file's classifier when num_classes differs from the pretrained_cfg's: declare the file's
+            # classifier as ours, unless a new head is wanted anyway
+            overlay = dict(file=pretrained_file) if reset_classifier else dict(file=pretrained_file,
+                                                                               num_classes=num_classes)
+        try:
+            self.model = timm.create_model(
+                model_name, pretrained=pretrained or bool(pretrained_file), pretrained_cfg_overlay=overlay,
+                num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate, **(model_kwargs or {}))
+        except RuntimeError as e:
+            if not pretrained_file or "size mismatch" not in str(e):
+                raise
+            detail = " ".join(str(e).split())  # torch's message, on one line
+            raise ValueError(f"{pretrained_file} does not fit model.num_classes={num_classes} ({detail}): set the "
+                             f"file's number of classes, or model.reset_classifier: true for a new head") from e
         if reset_classifier:
             self.model.reset_classifier(num_classes)
         if bn_momentum is not None:
