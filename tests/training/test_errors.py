@@ -133,3 +133,11 @@ def test_pretrained_file_with_another_classifier(digits_root, tmp_path):
                                   reset_classifier=True)
     assert torch.equal(module.model.stem.conv1.weight, source.stem.conv1.weight)  # backbone loaded, new head
     assert module.model.head.fc.out_features == 10
+
+
+def test_validate_a_folder_without_train_split(small_folder, tmp_path):
+    """Evaluating weights needs only the evaluated split (e.g. ImageNet's val/)."""
+    shutil.rmtree(small_folder / "train")
+    main(["validate", "--config", TINY, "--data.root", str(small_folder), "--model.num_classes", "2",
+          "--trainer.default_root_dir", str(tmp_path)])
+    assert list(column(metrics(str(tmp_path)), "val/images").values()) == [8.0]

@@ -181,23 +181,30 @@ class ImageDataModule(L.LightningDataModule):
             print(f"writing scikit-learn's digits as an image folder to {os.path.abspath(self.root)}")
             write_digits_folder(self.root)
 
-    def check(self) -> None:
-        """Checks that need no model: the dataset root and, for folders, the class folders of every split."""
+    def check(self, stage: str = "fit") -> None:
+        """Checks that need no model: the dataset root and, for folders, the class folders of the splits in use.
+        Class indices follow the train split's sorted folders; evaluation without a train folder (e.g. ImageNet's
+        val only) takes them from the evaluated split."""
+        hp = self.hparams
         if not self.root and self.is_folder:
             raise ValueError("data.root is not set: pass --data.root <dataset folder> (ImageNet layout "
                              "<root>/train/<class>/<image>, <root>/val/<class>/<image>)")
-        if self.is_folder and not os.path.isdir(self.root):
-            raise FileNotFoundError(
-                f"dataset root not found: {self.root}. Expected the ImageNet layout <root>/{self.hparams.train_split}"
-                f"/<class>/<image> and <root>/{self.hparams.val_split}/<class>/<image>")
-        if self.is_folder and self.classes is None:
-            train = folder_classes(os.path.join(self.root, self.hparams.train_split))
-            for split in {self.hparams.val_split, self.hparams.test_split or self.hparams.val_split}:
-                extra = set(folder_classes(os.path.join(self.root, split))) - set(train)
-                if extra:
-                    raise ValueError(f"{os.path.join(self.root, split)} has classes the train split lacks: "
-                                     f"{sorted(extra)[:5]}; every class needs a folder in {self.hparams.train_split}/")
-            self.classes = train
+        if not self.is_folder or self.classes is not None:
+            return
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"dataset root not found: {self.root}. Expected the ImageNet layout "
+                                    f"<root>/{hp.train_split}/<class>/<image> and <root>/{hp.val_split}/<class>/<image>")
+        eval_splits = {hp.val_split} if stage in ("fit", "validate") else {hp.test_split or hp.val_split}
+        train_dir = os.path.join(self.root, hp.train_split)
+        classes = folder_classes(train_dir) if stage == "fit" or os.path.isdir(train_dir) else None
+        for split in sorted(eval_splits):
+            found = folder_classes(os.path.join(self.root, split))
+            extra = set(found) - set(classes or found)
+            if extra:
+                raise ValueError(f"{os.path.join(self.root, split)} has classes the train split lacks: "
+                                 f"{sorted(extra)[:5]}; every class needs a folder in {hp.train_split}/")
+            classes = classes or found
+        self.classes = classes
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -228,7 +235,7 @@ class ImageDataModule(L.LightningDataModule):
                               batch_size=self.batch_size, transform=transform)
 
     def setup(self, stage: str) -> None:
-        self.check()
+        self.check(stage)
         model = self.trainer.lightning_module.model
         train_tf, eval_tf = self.transforms(model)
         if stage == "fit":
