@@ -42,8 +42,9 @@ if [ -z "$wheel" ]; then
   mkdir -p "$cache"
   tmp=$(mktemp -d "$cache/.build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
+  # --no-cache-dir: pip's own wheel cache ignores the torch version and would hand back a wheel built against another
   env -u FORCE_CUDA -u CUDA_HOME MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" CXX="$PWD/tools/cxx20/g++" \
-    "${pip[@]}" wheel --no-build-isolation --no-deps -w "$tmp" "mmcv==$MMCV_VERSION"
+    "${pip[@]}" wheel --no-build-isolation --no-deps --no-cache-dir -w "$tmp" "mmcv==$MMCV_VERSION"
   mv "$tmp"/mmcv-"$MMCV_VERSION"-*.whl "$cache"/  # moved in only when complete
   wheel=$(ls "$cache"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)
   echo "install_mm: built $(basename "$wheel") in $(( $(date +%s) - build_start )) s"
