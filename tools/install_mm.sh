@@ -5,7 +5,7 @@
 # mmcv 2.1.0 (the newest mmdet 3.3 / mmseg 1.2 accept) is source-only and cannot be a plain pip dependency:
 # its setup.py needs pkg_resources (setuptools <= 81) and torch at build time (--no-build-isolation), and it
 # hard-codes -std=c++17 while torch >= 2.10 headers need C++20 (tools/cxx20/g++ rewrites the flag).
-# The build takes ~12 min on 2 cores, so the wheel is kept in a cache folder keyed by torch version and
+# The build takes 12-14 min on 2 idle cores, so the wheel is kept in a cache folder keyed by torch version and
 # Python tag, and later installs take seconds:
 #   ${VZ_MMCV_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/visionzoo/mmcv-wheels}/torch<version>-cp<XY>/
 # Idempotent: when everything is installed and mmcv's ops load, it only says so.
@@ -36,7 +36,7 @@ key=$("$py" -c 'import sys, torch; print("torch%s-cp%d%d" % (torch.__version__.s
 cache="${VZ_MMCV_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/visionzoo/mmcv-wheels}/$key"
 wheel=$(ls "$cache"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
-  echo "install_mm: no mmcv $MMCV_VERSION wheel for $key in $cache; building it (12 min on 2 idle cores)"
+  echo "install_mm: no mmcv $MMCV_VERSION wheel for $key in $cache; building it (12-14 min on 2 idle cores)"
   build_start=$(date +%s)
   "${pip[@]}" install setuptools==81.0.0 wheel ninja  # pkg_resources for mmcv's setup.py; ninja for a parallel build
   mkdir -p "$cache"
