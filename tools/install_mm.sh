@@ -24,6 +24,7 @@ import mmcv._ext  # noqa: F401  (the compiled ops load against this torch)
 pins = {"mmcv": "2.1.0", "mmengine": "0.10.7", "mmdet": "3.3.0", "mmsegmentation": "1.2.2"}
 assert all(md.version(name) == version for name, version in pins.items())
 import ftfy, regex, psutil  # noqa: F401,E401  (mmseg.utils / mmdet.utils import them)
+import pkg_resources  # noqa: F401  (mmengine imports it at run time; gone in setuptools >= 82)
 EOF
 }
 
