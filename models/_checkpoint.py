@@ -12,14 +12,20 @@ WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.")
 
 
-def unwrap_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
-    """The tensors of a checkpoint: unwraps ``state_dict_ema`` / ``model_ema`` / ``state_dict`` / ``model``
-    and strips prefixes that every key carries (``module.``, ``_orig_mod.``, ``model.``, ``backbone.``)."""
+def checkpoint_tensors(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, unwrapped from ``state_dict_ema`` / ``model_ema`` / ``state_dict`` / ``model``
+    (the first present, in that order); keys unchanged."""
     for key in WRAPPER_KEYS:
         if key in checkpoint and isinstance(checkpoint[key], Mapping):
             checkpoint = checkpoint[key]
             break
-    state = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    return {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+
+
+def unwrap_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint (``checkpoint_tensors``) with the prefixes that every key carries stripped
+    (``module.``, ``_orig_mod.``, ``model.``, ``backbone.``)."""
+    state = checkpoint_tensors(checkpoint)
     changed = True
     while changed and state:
         changed = False

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from visionzoo.models._checkpoint import WRAPPER_KEYS
+from visionzoo.models._checkpoint import checkpoint_tensors
 
 
 def _local_file(checkpoint: str) -> str:
@@ -52,11 +52,7 @@ def read_checkpoint(checkpoint: str) -> Mapping:
 def select_state_dict(checkpoint: Mapping, prefix: str = "", source: str = "checkpoint") -> Dict[str, torch.Tensor]:
     """The tensors of a checkpoint (unwrapping ``state_dict`` / ``model`` ...), restricted to keys under
     ``prefix`` with the prefix removed (how mmengine's ``Pretrained`` init reads ``prefix``)."""
-    for key in WRAPPER_KEYS:
-        if key in checkpoint and isinstance(checkpoint[key], Mapping):
-            checkpoint = checkpoint[key]
-            break
-    state = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    state = checkpoint_tensors(checkpoint)
     if not state:
         raise ValueError(f"{source} holds no tensors (top-level keys: {sorted(checkpoint)[:10]})")
     if prefix:

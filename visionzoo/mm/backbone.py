@@ -206,8 +206,9 @@ class VisionZooBackbone(BaseModule):
         template = _template(self.model_name, self._model_kwargs)
         # what the backbone dropped (classifier head, stages after the last output) may be absent, e.g. from a
         # detector's checkpoint: stand-ins let the filter check everything else, and are discarded afterwards
-        fillers = {k for k in template.state_dict() if k not in state and "model." + k not in target}
-        state.update({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in template.state_dict().items() if k in fillers})
+        fillers = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in template.state_dict().items()
+                   if k not in state and "model." + k not in target}
+        state.update(fillers)
         filter_fn = getattr(importlib.import_module(type(template).__module__), "checkpoint_filter_fn", None)
         try:
             if filter_fn is not None:

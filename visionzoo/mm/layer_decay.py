@@ -66,10 +66,8 @@ class VisionZooLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            layer = num_layers
-            if name.startswith(inner_prefix):
-                layer = layer_of.get(name[len(inner_prefix):], num_layers)
             inner_name = name[len(inner_prefix):] if name.startswith(inner_prefix) else None
+            layer = layer_of.get(inner_name, num_layers)
             decay = not (param.ndim <= 1 or inner_name in no_wd or any(k in name for k in no_decay_keys))
             key = f"layer_{layer}_{'decay' if decay else 'no_decay'}"
             if key not in groups:
