@@ -1,6 +1,13 @@
 """Shared attention kernels: one sub-package per op, each with a reference (the test oracle),
-a fast PyTorch path and Triton kernels. See ``kernels/README.md`` and ``_backend.py``."""
-from ._backend import BACKENDS, choose_backend, use_backend
-from .window_attention import window_attention
+a fast PyTorch path and Triton kernels. See ``kernels/README.md`` and ``_backend.py``.
 
-__all__ = ["BACKENDS", "choose_backend", "use_backend", "window_attention"]
+``OPS`` maps each op's name (as families declare it in ``FAMILY.kernels``) to its FLOPs formula.
+"""
+from ._backend import BACKENDS, choose_backend, use_backend
+from .window_attention import window_attention, window_attention_flops
+
+__all__ = ["BACKENDS", "OPS", "choose_backend", "use_backend", "window_attention", "window_attention_flops"]
+
+OPS = {
+    "window_attention": window_attention_flops,
+}

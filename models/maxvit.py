@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.layers import (
@@ -43,11 +43,22 @@ from visionzoo.layers import (
     check_image_input, fold_bn, resize_rel_pos_table,
 )
 
-from ._checkpoint import check_keys, unwrap_state_dict
+from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
+from ._family import Family
 
-__all__ = ["MaxViT", "checkpoint_filter_fn"]
+__all__ = ["FAMILY", "MaxViT", "checkpoint_filter_fn"]
 
 MIN_INPUT_SIZE = 32  # one token at stride 32
+
+FAMILY = Family(
+    name="maxvit",
+    contract_model="vz_maxvit_tiny",
+    reduced=dict(embed_dims=(32, 64, 64, 96), depths=(1, 1, 1, 1), stem_width=16, head_hidden_size=96),
+    kernels=("window_attention",),
+    det_seg_no_decay=("norm", "relative_position_bias_table"),
+    smoke_configs=("mmdet/maxvit/mask-rcnn_maxvit-tiny_fpn_1x_coco.py",
+                   "mmseg/maxvit/upernet_maxvit-tiny_160k_ade20k-512x512.py"),
+)
 
 BatchNorm = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
@@ -185,7 +196,7 @@ def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-class MaxViT(nn.Module):
+class MaxViT(PretrainedFileMixin, nn.Module):
     """MaxViT backbone + classifier (see the module docstring).
 
     Args:
@@ -357,11 +368,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: MaxViT) -> Dict[str,
 
 
 def _create_maxvit(variant: str, pretrained: bool = False, **kwargs) -> MaxViT:
-    return build_model_with_cfg(
-        MaxViT, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3, 4)),
-        **kwargs)
+    return build_zoo_model(MaxViT, variant, pretrained,
+                           feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3, 4)), **kwargs)
 
 
 def _cfg(timm_tag: str, size: int = 224, **kwargs) -> Dict[str, Any]:
@@ -370,6 +378,7 @@ def _cfg(timm_tag: str, size: int = 224, **kwargs) -> Dict[str, Any]:
         hf_hub_id=f"timm/{timm_tag}", num_classes=1000, input_size=(3, size, size), pool_size=(size // 32,) * 2,
         min_input_size=(3, MIN_INPUT_SIZE, MIN_INPUT_SIZE), fixed_input_size=False, interpolation="bicubic",
         first_conv="stem.conv1", classifier="head.fc", license="apache-2.0",
+        custom_load=True,  # files and URLs load through PretrainedFileMixin.load_pretrained (safe official reader)
         paper_name="MaxViT: Multi-Axis Vision Transformer", paper_ids="arXiv:2204.01697",
         origin_url="https://github.com/google-research/maxvit",
         notes=("official TensorFlow weights, converted by timm",),

@@ -26,7 +26,7 @@ from .._backend import choose_backend
 from .reference import window_attention_reference
 from .torch_path import window_attention_torch
 
-__all__ = ["window_attention", "PARTITIONS"]
+__all__ = ["window_attention", "window_attention_flops", "PARTITIONS"]
 
 PARTITIONS = ("block", "grid")
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -102,3 +102,12 @@ def window_attention(
     if backend == "reference":
         return window_attention_reference(q, k, v, window, partition, bias, scale)
     return window_attention_torch(q, k, v, window, partition, bias, scale)
+
+
+def window_attention_flops(shape: Sequence[int], window: Union[int, Sequence[int]]) -> int:
+    """Forward FLOPs of ``window_attention`` on q of ``shape`` (B, H, W, heads, D): q.k and p.v over every group of
+    the padded map, 2 FLOPs per multiply-add (softmax, scale and bias not counted), as the kernels compute it."""
+    B, H, W, heads, D = shape
+    wh, ww = _as_pair(window)
+    padded_tokens = -(-H // wh) * wh * -(-W // ww) * ww
+    return 2 * 2 * B * heads * padded_tokens * wh * ww * D

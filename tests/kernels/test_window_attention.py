@@ -464,3 +464,16 @@ def test_bad_inputs(make_args, error, match):
     q = torch.randn(2, 4, 4, 1, 8)
     with pytest.raises(error, match=match):
         window_attention(*make_args(q))
+
+
+@pytest.mark.parametrize("size, window", [((14, 14), (7, 7)), ((9, 11), (4, 3))])
+def test_flops_formula_counts_the_torch_path(size, window):
+    """The formula equals what torch's FLOP counter sees in the torch path (its matmuls over padded windows)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from visionzoo.kernels import window_attention_flops
+
+    q, k, v = make_qkv(2, *size, 3, 8)
+    with torch.no_grad(), use_backend("torch"), FlopCounterMode(display=False) as counter:
+        window_attention(q, k, v, window, "grid")
+    assert counter.get_total_flops() == window_attention_flops(q.shape, window)

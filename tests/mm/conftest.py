@@ -19,9 +19,36 @@ DET_CONFIGS = sorted((REPO / "configs" / "mmdet").rglob("*.py"))
 SEG_CONFIGS = sorted((REPO / "configs" / "mmseg").rglob("*.py"))
 ALL_CONFIGS = DET_CONFIGS + SEG_CONFIGS
 
-# a narrow, shallow MaxViT (kwargs to timm.create_model) for tests about wiring, not about the real widths
-NARROW = dict(embed_dims=(32, 64, 64, 96), depths=(1, 1, 1, 1), stem_width=16)
-NARROW_CHANNELS = [32, 64, 64, 96]
+
+
+def config_id(path: Path) -> str:
+    return str(path.relative_to(REPO / "configs"))
+
+
+def family_of_config(path: Path):
+    """The family whose folder holds a config (configs/<task>/<family>/...)."""
+    from visionzoo.models import FAMILIES
+    folder = path.relative_to(REPO / "configs").parts[1]
+    return FAMILIES[folder]
+
+
+def has_mask_head(model_cfg) -> bool:
+    return bool(model_cfg.get("roi_head") and model_cfg.roi_head.get("mask_head"))
+
+
+def set_backbone_channels(model_cfg, channels: List[int]) -> None:
+    """Point the neck / decode heads of a detector or segmentor config at a backbone with ``channels``."""
+    neck = model_cfg.get("neck")
+    if neck is not None and "in_channels" in neck:
+        neck.in_channels = list(channels) if isinstance(neck.in_channels, (list, tuple)) else channels[-1]
+    for name in ("decode_head", "auxiliary_head"):
+        head = model_cfg.get(name)
+        if head is None:
+            continue
+        # after a neck (FPN, MultiLevelNeck) the heads see the neck's width on every level
+        widths = [neck.out_channels] * len(channels) if neck is not None and neck.get("out_channels") else channels
+        index = head.get("in_index", -1)
+        head.in_channels = [widths[i] for i in index] if isinstance(index, (list, tuple)) else widths[index]
 
 
 def scope_of(path: Path) -> str:

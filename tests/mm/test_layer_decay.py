@@ -5,7 +5,9 @@ import copy
 
 import pytest
 
-from .conftest import NARROW, NARROW_CHANNELS, REPO, build_model, load_config, require_mm
+from visionzoo.models import FAMILIES
+
+from .conftest import REPO, build_model, load_config, require_mm
 
 require_mm()
 
@@ -14,6 +16,9 @@ from mmengine.registry import DefaultScope  # noqa: E402
 
 LR, WD = 1e-4, 0.05
 DEPTHS = (1, 2, 1, 1)
+# the constructor is generic; its arithmetic is checked here on a concrete model with known parameter names
+NARROW = FAMILIES["maxvit"].reduced_kwargs()
+NARROW_CHANNELS = list(NARROW["embed_dims"])
 
 
 @pytest.fixture(scope="module")

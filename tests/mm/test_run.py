@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import NARROW, NARROW_CHANNELS, REPO, require_mm
+from visionzoo.models import FAMILIES
+
+from ..conftest import FAMILY_NAMES
+from .conftest import REPO, require_mm
 
 require_mm()
+
+# the launcher is generic: any family's segmentation smoke config, with its reduced backbone
+FAMILY = next(FAMILIES[n] for n in FAMILY_NAMES if any(c.startswith("mmseg/") for c in FAMILIES[n].smoke_configs))
+SEG_CONFIG = next(c for c in FAMILY.smoke_configs if c.startswith("mmseg/"))
 
 from PIL import Image  # noqa: E402
 
@@ -37,14 +44,19 @@ def _config(tmp_path):
     pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", reduce_zero_label=True),
                 dict(type="PackSegInputs")]
     loader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=str(data), pipeline=pipeline))
+    from visionzoo.mm import VisionZooBackbone
+
+    reduced = FAMILY.reduced_kwargs()
+    with torch.device("meta"):
+        channels = VisionZooBackbone(FAMILY.contract_model, **reduced).out_channels
     cfg = tmp_path / "tiny_upernet.py"
     cfg.write_text(f"""
-_base_ = [{str(REPO / 'configs/mmseg/maxvit/upernet_maxvit-tiny_160k_ade20k-512x512.py')!r}]
+_base_ = [{str(REPO / 'configs' / SEG_CONFIG)!r}]
 model = dict(
     data_preprocessor=dict(size=(64, 80)),
-    backbone=dict(init_cfg=None, **{NARROW!r}),
-    decode_head=dict(in_channels={NARROW_CHANNELS!r}, channels=32),
-    auxiliary_head=dict(in_channels={NARROW_CHANNELS[2]}, channels=16))
+    backbone=dict(init_cfg=None, **{reduced!r}),
+    decode_head=dict(in_channels={channels!r}, channels=32),
+    auxiliary_head=dict(in_channels={channels[2]}, channels=16))
 train_dataloader = dict(batch_size=2, **{loader!r})
 test_dataloader = dict(batch_size=1, **{loader!r})
 val_dataloader = None

@@ -135,3 +135,23 @@ def test_train_mode_matches_timm():
     for name, buf in theirs.named_buffers():  # running statistics updated alike
         if name.endswith(("running_mean", "running_var")):
             torch.testing.assert_close(dict(ours.named_buffers())[name], buf, rtol=1e-4, atol=1e-5)
+
+
+def test_detection_backbone_loads_a_checkpoint_trained_at_another_window(tmp_path):
+    """A 384-px checkpoint (window 12) into the 224 det/seg backbone (window 7): the filter resizes the tables."""
+    pytest.importorskip("mmdet", reason="the mm stack is not installed (bash tools/setup.sh --mm)")
+    from safetensors.torch import save_file
+
+    from visionzoo.mm import VisionZooBackbone
+    from visionzoo.models.maxvit import FAMILY
+
+    classifier = timm.create_model("vz_maxvit_tiny", **FAMILY.reduced_kwargs(window_size=12))
+    path = tmp_path / "w12.safetensors"
+    save_file(classifier.state_dict(), str(path))
+    backbone = VisionZooBackbone("vz_maxvit_tiny", init_cfg=dict(type="Pretrained", checkpoint=str(path)),
+                                 **FAMILY.reduced_kwargs())
+    backbone.init_weights()
+    table = "model.stages.0.blocks.0.attn_block.attn.rel_pos.relative_position_bias_table"
+    assert classifier.state_dict()[table[len("model."):]].shape[-1] == 23
+    assert backbone.state_dict()[table].shape[-1] == 13
+    assert len(backbone.init_report["loaded"]) == len([k for k in backbone.state_dict() if k.startswith("model.")])

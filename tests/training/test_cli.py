@@ -16,6 +16,9 @@ from timm.scheduler import CosineLRScheduler
 
 from visionzoo.training.cli import main
 
+from visionzoo.models import FAMILIES
+
+from ..conftest import FAMILY_NAMES
 from .conftest import REPO, TINY, column, metrics
 
 RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "imagenet", "*.yaml")))
@@ -29,17 +32,47 @@ def _print_config(*args: str) -> dict:
     return yaml.safe_load(out.getvalue())
 
 
-def test_every_model_has_a_recipe_in_sync_with_the_generator():
+def _generator():
     spec = importlib.util.spec_from_file_location("generate", os.path.join(REPO, "configs", "imagenet", "generate.py"))
     generate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generate)
-    expected = generate.recipes()
-    assert sorted(expected) == timm.list_models("vz_*")
-    assert [os.path.basename(p)[:-5] for p in RECIPES] == sorted(expected)
+    return generate
+
+
+def _model_of(recipe: str) -> str:
+    return recipe.split(".", 1)[0]  # vz_x_small or vz_x_small.<phase>
+
+
+def test_recipes_are_in_sync_with_the_generator():
+    expected = _generator().recipes()
+    assert [os.path.basename(p)[:-5] for p in RECIPES] == sorted(expected), \
+        "recipe files differ from the generator's: run python configs/imagenet/generate.py"
     for path in RECIPES:
         with open(path) as f:
             assert f.read() == expected[os.path.basename(path)[:-5]], \
                 f"{path} is out of date: run python configs/imagenet/generate.py"
+
+
+@pytest.mark.parametrize("family_name", FAMILY_NAMES)
+def test_family_recipes_match_the_declaration(family_name):
+    """Every training-form model of a family has a recipe (deploy-only ones have none), unless the family declares
+    its recipes pending; the recipes name registered models of the family."""
+    family = FAMILIES[family_name]
+    variants = timm.list_models("vz_*", module=family.name)
+    recipes = [os.path.basename(p)[:-5] for p in RECIPES]
+    own = [r for r in recipes if _model_of(r) in variants]
+    if "recipes" in family.pending:
+        assert not own, f"{family.name} declares its recipes pending but has {own}: drop it from FAMILY.pending"
+        return
+    covered = {_model_of(r) for r in own}
+    missing = [v for v in variants if v not in family.deploy_only and v not in covered]
+    assert not missing, f"{family.name}: no recipe for {missing}"
+    assert not covered & set(family.deploy_only), f"{family.name}: recipes for deploy-only variants"
+
+
+def test_every_recipe_names_a_registered_model():
+    unknown = [os.path.basename(p) for p in RECIPES if _model_of(os.path.basename(p)[:-5]) not in timm.list_models("vz_*")]
+    assert not unknown
 
 
 @pytest.mark.parametrize("path", RECIPES + [os.path.join(REPO, "configs", "quickstart.yaml")],
@@ -48,9 +81,10 @@ def test_recipe_parses(path):
     cfg = _print_config("--config", path)
     name = os.path.basename(path)[:-5]
     if name != "quickstart":
-        assert cfg["model"]["model_name"] == name
-        assert cfg["data"]["input_size"] == timm.get_pretrained_cfg(name).input_size[-1]
-        assert cfg["model"]["num_classes"] == 1000 and cfg["model"]["model_ema"]
+        assert cfg["model"]["model_name"] == _model_of(name)
+        assert cfg["data"]["input_size"] == timm.get_pretrained_cfg(_model_of(name)).input_size[-1]
+        assert cfg["model"]["num_classes"] == timm.get_pretrained_cfg(_model_of(name)).num_classes or \
+            cfg["model"]["num_classes"] == 1000
     assert cfg["checkpoint"]["monitor"] == "val/top1"
 
 

@@ -1,16 +1,16 @@
-"""Reading checkpoints for the mm backbone: safetensors, or ``torch.load(weights_only=True)``; never an unpickler
-that runs arbitrary code. URLs are downloaded once into torch's hub cache."""
+"""Reading checkpoints for the mm backbone through the zoo's safe reader; URLs are downloaded once into torch's hub
+cache."""
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from typing import Dict, Mapping
 from urllib.parse import urlparse
 
 import torch
 
 from visionzoo.models._checkpoint import checkpoint_tensors
+from visionzoo.models._checkpoint import read_checkpoint as read_checkpoint_file
 
 
 def _local_file(checkpoint: str) -> str:
@@ -30,23 +30,15 @@ def _local_file(checkpoint: str) -> str:
 
 
 def read_checkpoint(checkpoint: str) -> Mapping:
-    """The checkpoint at a path or URL as a mapping (safetensors, or anything ``weights_only=True`` accepts)."""
+    """The checkpoint at a path or URL as a mapping (``visionzoo.models._checkpoint.read_checkpoint``: safetensors,
+    or torch's weights-only unpickler plus the inert types official training scripts save)."""
     path = _local_file(checkpoint)
-    with open(path, "rb") as f:
-        head = f.read(16)
-    is_safetensors = path.endswith(".safetensors") or (len(head) >= 9 and head[8:9] == b"{")
-    if is_safetensors:
-        from safetensors.torch import load_file
-        return load_file(path, device="cpu")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+        return read_checkpoint_file(path)
+    except ValueError as e:
         raise ValueError(
-            f"init_cfg checkpoint {checkpoint!r} holds pickled objects besides tensors (an mmengine Runner checkpoint "
-            f"stores its message hub and numpy state this way), which visionzoo does not unpickle. Save its weights "
-            f"first, from a trusted file only: torch.save(torch.load(path, weights_only=False)['state_dict'], "
-            f"'weights.pth'), then point init_cfg at weights.pth (with prefix='backbone.'). Loader said: "
-            f"{str(e).splitlines()[0]}") from None
+            f"init_cfg {e}. An mmengine Runner checkpoint stores its message hub this way: save the weights and "
+            f"point init_cfg at them with prefix='backbone.'") from None
 
 
 def select_state_dict(checkpoint: Mapping, prefix: str = "", source: str = "checkpoint") -> Dict[str, torch.Tensor]:

@@ -9,16 +9,12 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.layers import LayerNorm2d
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from visionzoo.models._checkpoint import check_keys, unwrap_state_dict
+from visionzoo.models._dense import DenseHook
 
 from ._checkpoint import read_checkpoint, select_state_dict
-
-STAGE_STRIDES = (4, 8, 16, 32)
-NUM_STAGES = len(STAGE_STRIDES)
-
 
 def _template(model_name: str, model_kwargs: Dict[str, Any]) -> nn.Module:
     """The full classification model on the meta device: its feature_info and its checkpoint layout, no memory."""
@@ -26,29 +22,28 @@ def _template(model_name: str, model_kwargs: Dict[str, Any]) -> nn.Module:
         return timm.create_model(model_name, pretrained=False, **model_kwargs)
 
 
-def _stage_levels(model_name: str, feature_info: Sequence[Dict[str, Any]]) -> List[int]:
-    """timm feature levels of the four stages (strides 4, 8, 16, 32): a stride-2 stem level is not a stage."""
-    levels = []
-    for stride in STAGE_STRIDES:
-        found = [i for i, info in enumerate(feature_info) if info["reduction"] == stride]
-        if not found:
-            have = [info["reduction"] for info in feature_info]
-            raise ValueError(f"{model_name} has no feature level at stride {stride} (its strides: {have}); "
-                             f"VisionZooBackbone needs four stages at strides {STAGE_STRIDES}")
-        levels.append(found[-1])
-    return levels
+def dense_hook(model: nn.Module) -> DenseHook:
+    """The model class's det/seg hook (``dense_hook`` class attribute), else the default 4-level pyramid."""
+    hook = getattr(type(model), "dense_hook", None)
+    return hook if hook is not None else DenseHook()
 
 
 class VisionZooBackbone(BaseModule):
     """A ``vz_*`` model as a detection / segmentation backbone (mmdet 3.x and mmseg 1.x).
 
+    What a family's det/seg backbone looks like (its outputs, output norms, extra modules, the key names of its
+    official det/seg checkpoints) comes from the model class's hook (``visionzoo.models._dense``); this class is the
+    same for every family.
+
     Args:
         model_name: registered timm name, e.g. ``"vz_maxvit_tiny"``.
-        out_indices: stages to return, counted as mmdet's Swin / ConvNeXt do: 0..3 at strides 4, 8, 16, 32.
+        out_indices: outputs to return, counted as mmdet's Swin / ConvNeXt do: for a pyramid, stages 0..3 at strides
+            4, 8, 16, 32; for a plain ViT, the hook's chosen blocks.
         frozen_stages: -1 freezes nothing, 0 the stem, k the stem and the first k stages (no gradients, eval mode).
-        norm_eval: keep every BatchNorm in eval mode during training (running statistics frozen).
+        norm_eval: keep every BatchNorm (any kind, SyncBatchNorm included) in eval mode during training.
         drop_path_rate: stochastic depth of the model's last block (the model's own schedule below it).
-        out_norm: a LayerNorm2d on each returned level, as the official det/seg backbones of Swin / ConvNeXt add.
+        out_norm: a norm on each returned level (the hook's: LayerNorm2d with the official eps), as the official
+            det/seg backbones add.
         with_cp: gradient checkpointing (the model's ``set_grad_checkpointing``).
         init_cfg: ``dict(type="Pretrained", checkpoint=path_or_url, prefix=None)`` loads weights through the
             model's ``checkpoint_filter_fn`` with safe loading (safetensors / ``weights_only``); other init types
@@ -72,39 +67,41 @@ class VisionZooBackbone(BaseModule):
         if not isinstance(model_name, str) or not timm.is_model(model_name):
             zoo = ", ".join(timm.list_models("vz_*"))
             raise ValueError(f"unknown model_name {model_name!r}; registered zoo models: {zoo}")
+        self._model_kwargs = dict(model_kwargs, drop_path_rate=drop_path_rate)
+        template = _template(model_name, self._model_kwargs)
+        self.hook = dense_hook(template)
+        full_info = template.feature_info  # before any pruning
+        levels = self.hook.levels(model_name, full_info)
+        n = len(levels)
         out_indices = tuple(out_indices) if isinstance(out_indices, (list, tuple)) else (out_indices,)
-        bad = [i for i in out_indices if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < NUM_STAGES]
+        bad = [i for i in out_indices if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n]
         if not out_indices or bad or len(set(out_indices)) != len(out_indices):
-            raise ValueError(f"out_indices must be distinct stage indices in 0..{NUM_STAGES - 1} (strides "
-                             f"{STAGE_STRIDES}), got {out_indices}")
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= NUM_STAGES:
-            raise ValueError(f"frozen_stages must be -1 (none), 0 (stem) ... {NUM_STAGES} (stem and all stages) "
+            raise ValueError(f"out_indices must be distinct output indices in 0..{n - 1} (strides "
+                             f"{self.hook.out_strides(full_info, levels)}), got {out_indices}")
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= n:
+            raise ValueError(f"frozen_stages must be -1 (none), 0 (stem) ... {n} (stem and all stages) "
                              f"for {model_name}, got {frozen_stages!r}")
         self.model_name = model_name
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        self._model_kwargs = dict(model_kwargs, drop_path_rate=drop_path_rate)
 
-        full_info = _template(model_name, self._model_kwargs).feature_info  # before any pruning
-        levels = _stage_levels(model_name, full_info)
-        getter = timm.create_model(
-            model_name, pretrained=False, features_only=True, feature_cls="getter",
-            out_indices=tuple(levels[i] for i in out_indices), **self._model_kwargs)
-        # the pruned model itself (keys as in a classification checkpoint); forward does what the getter does
-        self.model = getter.model
-        self._take_indices = getter.out_indices
+        # the model itself (keys as in a classification checkpoint), without what the requested outputs never use
+        self.model = timm.create_model(model_name, pretrained=False, **self._model_kwargs)
+        self._levels = [levels[i] for i in out_indices]
+        self.hook.prune(self.model, self._levels)
         self._stage_modules = [full_info[level]["module"] for level in levels]
         self._drop_unused_tail()
-        self.out_channels = [full_info[levels[i]]["num_chs"] for i in out_indices]
+        self.out_channels = [self.hook.out_channels(full_info, levels)[i] for i in out_indices]
+        self.extras = self.hook.extra_modules(self.model, out_indices)
         self.out_norms = nn.ModuleDict(
-            {str(i): LayerNorm2d(c) for i, c in zip(out_indices, self.out_channels)} if out_norm else {})
+            {str(i): self.hook.out_norm(c) for i, c in zip(out_indices, self.out_channels)} if out_norm else {})
         if with_cp:
             self.model.set_grad_checkpointing(True)
         self._freeze_stages()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        features = self.model.forward_intermediates(x, indices=self._take_indices, intermediates_only=True)
+        features = self.hook.features(self.model, self.extras, x, self._levels)
         return tuple(self.out_norms[str(i)](f) if str(i) in self.out_norms else f
                      for i, f in zip(self.out_indices, features))
 
@@ -190,17 +187,20 @@ class VisionZooBackbone(BaseModule):
 
     def load_pretrained(self, checkpoint: str, prefix: str = "") -> Dict[str, List[str]]:
         """Load a classification checkpoint of this model (official layout, timm's, ours, Lightning ...) or a
-        detector / segmentor state dict (with ``prefix="backbone."``) through the model's ``checkpoint_filter_fn``.
+        detector / segmentor state dict (with ``prefix="backbone."``: ours, or an official det/seg checkpoint whose
+        backbone keys the hook maps) through the model's ``checkpoint_filter_fn``.
 
         Returns and logs what happened: ``loaded`` (backbone keys set from the file), ``new`` (backbone keys the
         file lacks, e.g. the output norms) and ``unused`` (file keys with no place here, e.g. the classifier).
         """
         state = select_state_dict(read_checkpoint(checkpoint), prefix, f"checkpoint {checkpoint!r}")
-        # our own layout (a detector's backbone): model.* plus out_norms.*
-        own_norms = {k: v for k, v in state.items() if k.startswith("out_norms.")}
-        if own_norms:
+        own_keys = ("out_norms.", "extras.")
+        if any(k.startswith(own_keys) for k in state):  # our own layout (a detector's backbone): model.* + own keys
+            own_norms = {k: v for k, v in state.items() if k.startswith(own_keys)}
             state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()
-                     if not k.startswith("out_norms.")}
+                     if not k.startswith(own_keys)}
+        else:  # an official det/seg backbone's own modules (output norms ...) under their official names
+            state, own_norms = self.hook.official_keys(unwrap_state_dict(state))
         state = unwrap_state_dict(state)
         target = self.state_dict()
         template = _template(self.model_name, self._model_kwargs)

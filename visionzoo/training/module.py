@@ -3,13 +3,25 @@
 Lightning restores the model, optimizer, lr scheduler and loop state from a checkpoint. What it does not keep is saved
 here (``on_save_checkpoint``): the EMA weights (``state_dict_ema``, the key timm's loaders prefer) and the
 python / numpy / torch RNG states (Mixup draws from numpy, RandAugment from python, drop_path and the sampler from torch).
+
+Extension points for recipes that need more than a classifier's loss (each a documented init argument, set from the
+recipe; none is specific to a family):
+
+* named auxiliary outputs: a model with ``forward_train(x) -> {"logits": ..., name: ...}`` (e.g. an auxiliary
+  classifier's ``"aux_logits"``); ``aux_loss_weights: {name: weight}`` adds ``weight * loss(output, targets)`` each.
+* a teacher and distillation terms: ``teacher`` builds a frozen timm model; ``distill`` lists terms that compare a
+  student output with a teacher output (logits, tokens, per-layer attention maps: tensors or lists of tensors).
+* phase training: ``trainable`` (regexes) trains only the matching parameters; the rest is frozen and left out of
+  the optimizer.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import random
-from typing import Any, Dict, Optional, Tuple
+import re
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import lightning as L
 import numpy as np
@@ -24,7 +36,50 @@ from timm.utils import ModelEmaV3
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-__all__ = ["ClassificationModule"]
+__all__ = ["ClassificationModule", "DISTILL_LOSSES"]
+
+Outputs = Union[torch.Tensor, List[torch.Tensor], Tuple[torch.Tensor, ...]]
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """Soft distillation (Hinton): KL(teacher || student) of the temperature-softened distributions over the last
+    dimension, times tau^2, averaged over everything else."""
+    s = F.log_softmax(student.float() / tau, dim=-1).flatten(0, -2)
+    t = F.log_softmax(teacher.float() / tau, dim=-1).flatten(0, -2)
+    return F.kl_div(s, t, reduction="batchmean", log_target=True) * tau * tau
+
+
+def _hard_ce(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """Hard distillation (DeiT): cross-entropy against the teacher's top class."""
+    return F.cross_entropy(student.float(), teacher.argmax(dim=-1))
+
+
+def _mse(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    return F.mse_loss(student.float(), teacher.float())
+
+
+DISTILL_LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
+    "kl": _kl, "hard_ce": _hard_ce, "mse": _mse}
+DISTILL_KEYS = {"output", "teacher_output", "loss", "weight", "tau"}
+TEACHER_KEYS = {"model_name", "model_kwargs", "pretrained", "pretrained_file", "adapter"}
+
+
+def _pairwise(fn, student: Outputs, teacher: Outputs, tau: float, name: str) -> torch.Tensor:
+    """``fn`` on a pair of tensors, or averaged over two equally long lists (per-layer maps)."""
+    if isinstance(student, torch.Tensor) and isinstance(teacher, torch.Tensor):
+        return fn(student, teacher, tau)
+    if isinstance(student, (list, tuple)) and isinstance(teacher, (list, tuple)) and len(student) == len(teacher) > 0:
+        return torch.stack([fn(s, t, tau) for s, t in zip(student, teacher)]).mean()
+    raise ValueError(f"distillation term {name!r}: student and teacher outputs must both be tensors or lists of the "
+                     f"same length, got {type(student).__name__} and {type(teacher).__name__}")
+
+
+def _import(path: str) -> Callable:
+    module, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"teacher.adapter {path!r} is not an importable callable (module.attribute): {e}") from None
 
 
 def _rng_states() -> Dict[str, Any]:
@@ -74,6 +129,18 @@ class ClassificationModule(L.LightningModule):
             mixup and cutmix are both 0); needs an even per-device batch.
         model_ema, model_ema_decay, model_ema_warmup: ``timm.utils.ModelEmaV3`` updated after every optimizer step;
             validation and test use the EMA weights when it is on.
+        cls_loss_weight: weight of the classification loss on ``logits`` (0 for phases trained by other terms only).
+        aux_loss_weights: ``{output name: weight}`` for the named outputs of ``model.forward_train(x)`` (which returns a
+            dict with ``"logits"`` and those names); each adds ``weight * loss(output, targets)``, the same loss (and
+            the same Mixup targets) as the logits.
+        teacher: a frozen teacher for distillation: ``{model_name, model_kwargs, pretrained, pretrained_file,
+            adapter}``. Its outputs are ``adapter(teacher, x)`` when ``adapter`` (``"module.function"``) is given,
+            else ``teacher.forward_train(x)`` when it has one, else ``{"logits": teacher(x)}``. It sees the same
+            (mixed) images as the student, runs in eval mode without gradients and is not saved in checkpoints.
+        distill: distillation terms, each ``{output, teacher_output (default: output), loss: kl | hard_ce | mse,
+            weight, tau (kl only, default 1)}``; outputs may be tensors or lists of tensors (averaged per element).
+        trainable: regexes (``re.search`` on parameter names); when set, only matching parameters train (phase
+            training, e.g. a predictor first), the others are frozen and not given to the optimizer.
     """
 
     def __init__(
@@ -113,6 +180,11 @@ class ClassificationModule(L.LightningModule):
             model_ema: bool = False,
             model_ema_decay: float = 0.9998,
             model_ema_warmup: bool = False,
+            cls_loss_weight: float = 1.0,
+            aux_loss_weights: Optional[Dict[str, float]] = None,
+            teacher: Optional[Dict[str, Any]] = None,
+            distill: Optional[List[Dict[str, Any]]] = None,
+            trainable: Optional[List[str]] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -149,6 +221,12 @@ class ClassificationModule(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         if grad_checkpointing:
             self.model.set_grad_checkpointing(True)
+        self._check_extensions(aux_loss_weights, teacher, distill)
+        if trainable:
+            self._freeze_all_but(trainable)
+        # the teacher lives outside the module tree: not in state_dict (checkpoints), not a DDP parameter
+        self.__dict__["teacher"] = self._build_teacher(teacher, num_classes) if teacher else None
+        self.__dict__["teacher_adapter"] = _import(teacher["adapter"]) if teacher and teacher.get("adapter") else None
 
         self.mixup = None
         if mixup > 0 or cutmix > 0 or cutmix_minmax is not None:
@@ -173,9 +251,93 @@ class ClassificationModule(L.LightningModule):
         self.__dict__["ema"] = None
         self._pending_rng: Optional[Dict[str, Any]] = None
 
+    # --- extension points (auxiliary outputs, teacher, phase training) ---------------------------------------
+    def _check_extensions(self, aux_loss_weights, teacher, distill) -> None:
+        if (aux_loss_weights or distill) and not callable(getattr(self.model, "forward_train", None)) and any(
+                name != "logits" for name in list(aux_loss_weights or {}) + [t.get("output") for t in distill or []]):
+            raise ValueError(f"model.aux_loss_weights / model.distill name outputs besides 'logits', but "
+                             f"{self.hparams.model_name} has no forward_train(x) returning named outputs")
+        if distill and not teacher:
+            raise ValueError("model.distill needs model.teacher (the model whose outputs the terms compare with)")
+        if teacher:
+            unknown = set(teacher) - TEACHER_KEYS
+            if unknown or "model_name" not in teacher:
+                raise ValueError(f"model.teacher takes {sorted(TEACHER_KEYS)} (model_name required), got {sorted(teacher)}")
+        for term in distill or []:
+            unknown = set(term) - DISTILL_KEYS
+            if unknown or "output" not in term or term.get("loss") not in DISTILL_LOSSES:
+                raise ValueError(f"model.distill terms take {sorted(DISTILL_KEYS)} with output set and loss one of "
+                                 f"{sorted(DISTILL_LOSSES)}, got {term}")
+
+    def _freeze_all_but(self, patterns: List[str]) -> None:
+        names = [n for n, _ in self.model.named_parameters()]
+        trained = {n for n in names if any(re.search(p, n) for p in patterns)}
+        if not trained:
+            raise ValueError(f"model.trainable {patterns} matches no parameter of {self.hparams.model_name} "
+                             f"(names look like {names[:3]})")
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in trained)
+        print(f"phase training: {len(trained)} of {len(names)} parameter tensors train ({patterns})")
+
+    @staticmethod
+    def _build_teacher(cfg: Dict[str, Any], num_classes: int) -> torch.nn.Module:
+        overlay = dict(file=cfg["pretrained_file"], num_classes=num_classes) if cfg.get("pretrained_file") else None
+        teacher = timm.create_model(cfg["model_name"], pretrained=bool(cfg.get("pretrained") or overlay),
+                                    pretrained_cfg_overlay=overlay, num_classes=num_classes,
+                                    **(cfg.get("model_kwargs") or {}))
+        return teacher.eval().requires_grad_(False)
+
+    def _student_outputs(self, x: torch.Tensor) -> Dict[str, Outputs]:
+        forward_train = getattr(self.model, "forward_train", None)
+        outputs = forward_train(x) if callable(forward_train) else {"logits": self.model(x)}
+        if not isinstance(outputs, dict) or "logits" not in outputs:
+            raise TypeError(f"{type(self.model).__name__}.forward_train must return a dict with 'logits', got "
+                            f"{type(outputs).__name__}")
+        return outputs
+
+    @torch.no_grad()
+    def _teacher_outputs(self, x: torch.Tensor) -> Dict[str, Outputs]:
+        teacher = self.teacher
+        if next(teacher.parameters()).device != self.device:
+            teacher.to(self.device)
+        teacher.eval()
+        if self.teacher_adapter is not None:
+            return self.teacher_adapter(teacher, x)
+        forward_train = getattr(teacher, "forward_train", None)
+        return forward_train(x) if callable(forward_train) else {"logits": teacher(x)}
+
+    def _loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Every weighted term of the training loss, by name (``cls``, ``aux_<name>``, ``distill_<output>``)."""
+        hp = self.hparams
+        outputs = self._student_outputs(x)
+        terms = {}
+        if hp.cls_loss_weight:
+            terms["cls"] = hp.cls_loss_weight * self.train_loss(outputs["logits"], y)
+        for name, weight in (hp.aux_loss_weights or {}).items():
+            if name not in outputs:
+                raise KeyError(f"model.aux_loss_weights names {name!r}, but forward_train returned {sorted(outputs)}")
+            terms[f"aux_{name}"] = weight * self.train_loss(outputs[name], y)
+        if hp.distill:
+            teacher_outputs = self._teacher_outputs(x)
+            for term in hp.distill:
+                student_key, teacher_key = term["output"], term.get("teacher_output", term["output"])
+                missing = [k for k, have in ((student_key, outputs), (teacher_key, teacher_outputs)) if k not in have]
+                if missing:
+                    raise KeyError(f"distillation term {term}: outputs {missing} not produced (student: "
+                                   f"{sorted(outputs)}, teacher: {sorted(teacher_outputs)})")
+                value = _pairwise(DISTILL_LOSSES[term["loss"]], outputs[student_key], teacher_outputs[teacher_key],
+                                  float(term.get("tau", 1.0)), student_key)
+                terms[f"distill_{student_key}"] = float(term.get("weight", 1.0)) * value
+        if not terms:
+            raise ValueError("the training loss has no term: cls_loss_weight is 0 and no aux or distill terms are set")
+        return terms
+
     # --- set-up and checks that need both model and data -------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
+        # an example batch of one: Lightning's model summary counts FLOPs (and shows in/out sizes) with it
+        size = getattr(getattr(dm, "hparams", None), "input_size", None) or self.model.pretrained_cfg["input_size"][-1]
+        self.example_input_array = torch.zeros(1, getattr(self.model, "in_chans", 3), size, size)
         n_data = getattr(dm, "num_classes", None)
         if n_data is not None and n_data != self.hparams.num_classes:
             raise ValueError(f"model.num_classes is {self.hparams.num_classes} but the data at {dm.root} has {n_data} "
@@ -219,8 +381,12 @@ class ClassificationModule(L.LightningModule):
         self.train_bad_images.update(batch[2].sum() if len(batch) > 2 else 0)  # CheckedImages' count
         if self.mixup is not None:
             x, y = self.mixup(x, y)
-        loss = self.train_loss(self.model(x), y)
+        terms = self._loss_terms(x, y)
+        loss = sum(terms.values())
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        if len(terms) > 1 or "cls" not in terms:
+            self.log_dict({f"train/loss_{k}": v.detach() for k, v in terms.items()}, on_step=True, on_epoch=False,
+                          batch_size=x.shape[0])
         lr = max(group["lr"] for group in self.trainer.optimizers[0].param_groups)  # unscaled by layer decay
         self.log("train/lr", lr, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return loss
