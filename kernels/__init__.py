@@ -1,6 +1,8 @@
 """Shared attention kernels: one sub-package per op, each with a reference (the test oracle),
 a fast PyTorch path and Triton kernels. See ``kernels/README.md`` and ``_backend.py``."""
 from ._backend import BACKENDS, choose_backend, use_backend
+from .channel_attention import channel_attention, channel_attention_flops
 from .window_attention import window_attention
 
-__all__ = ["BACKENDS", "choose_backend", "use_backend", "window_attention"]
+__all__ = ["BACKENDS", "channel_attention", "channel_attention_flops", "choose_backend", "use_backend",
+           "window_attention"]
