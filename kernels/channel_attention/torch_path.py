@@ -36,4 +36,6 @@ def channel_attention_torch(
         scores = scores * scale
     attn = scores.softmax(dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
     out = z.transpose(1, 2) @ attn.transpose(-1, -2)  # (B, G, N, d)
-    return out.transpose(1, 2).reshape(B, N, C)  # contiguous (B, N, C): the reshape of a transpose copies
+    # documented as contiguous: the reshape of the transpose copies, except in degenerate shapes (d = 1, ...)
+    # where it may return a strided view
+    return out.transpose(1, 2).reshape(B, N, C).contiguous()
