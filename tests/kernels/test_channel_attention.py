@@ -177,6 +177,21 @@ def test_torch_path_half_precision(dtype, tol, version):
     check_against_reference("torch", q, k, v, 2, tol, version=version)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_torch_path_compiles_without_graph_breaks(version):
+    """fullgraph=True raises on any graph break (data-dependent control flow, unsupported calls); the
+    ``eager`` backend checks the capture only (~0.5 s), not Inductor's code generation."""
+    q, k, v = make_qkv(2, 10, 12)
+
+    def f(q, k, v):
+        with use_backend("torch"):
+            return channel_attention(q, k, v, 3, version=version)
+
+    out = torch.compile(f, backend="eager", fullgraph=True)(q, k, v)
+    out.sum().backward()
+    assert torch.equal(out, f(q, k, v))
+
+
 # ------------------------------------------------------------ (c) Triton (interpreter on CPU) vs reference
 
 TRITON_CASES = [
