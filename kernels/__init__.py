@@ -4,10 +4,13 @@ a fast PyTorch path and Triton kernels. See ``kernels/README.md`` and ``_backend
 ``OPS`` maps each op's name (as families declare it in ``FAMILY.kernels``) to its FLOPs formula.
 """
 from ._backend import BACKENDS, choose_backend, use_backend
+from .channel_attention import channel_attention, channel_attention_flops
 from .window_attention import window_attention, window_attention_flops
 
-__all__ = ["BACKENDS", "OPS", "choose_backend", "use_backend", "window_attention", "window_attention_flops"]
+__all__ = ["BACKENDS", "OPS", "channel_attention", "channel_attention_flops", "choose_backend", "use_backend",
+           "window_attention", "window_attention_flops"]
 
 OPS = {
+    "channel_attention": channel_attention_flops,
     "window_attention": window_attention_flops,
 }
