@@ -9,8 +9,8 @@ as batched matmuls. The chunk is sized so that the gathered K/V plus the scores 
 ``CHUNK_BYTES``: the whole gathered copy (B, regions, topk, tokens, C) of the official implementation is
 never built, only one chunk of it at a time.
 
-Autograd goes through :class:`_RoutedAttention`, which saves q, k, v, the output and the log-sum-exp (no
-gathered tensor) and recomputes each chunk's gather and probabilities in the backward. dK and dV are
+Autograd goes through :class:`_RoutedAttention`, which saves q, k, v and the output (no gathered tensor,
+no probabilities) and recomputes each chunk's gather and softmax in the backward. dK and dV are
 summed into their regions with ``index_add_`` (the routed regions of a chunk are scattered back by index;
 on CPU this is deterministic). Everything is shape-driven Python control flow, so ``torch.compile`` traces
 it without graph breaks.
@@ -97,13 +97,15 @@ def region_means(x: torch.Tensor, grid: RegionGrid, padding: str) -> torch.Tenso
     B = x.shape[0]
     dtype = torch.promote_types(x.dtype, torch.float32)
     x = _pad_map(x.detach().to(dtype).flatten(3), grid)  # (B, Hp, Wp, C)
-    x = x.reshape(B, grid.nh, grid.rh, grid.nw, grid.rw, -1)
+    # Two reductions over a middle dim with the channels innermost: ~4x faster on CPU than one over (2, 4).
+    x = x.reshape(B, grid.Hp, grid.nw, grid.rw, -1).sum(3)
+    x = x.reshape(B, grid.nh, grid.rh, grid.nw, -1).sum(2)  # (B, nh, nw, C) region sums
     if padding == "zeros" or not grid.padded:
-        return x.mean((2, 4)).flatten(1, 2)
+        return x.flatten(1, 2) / grid.tokens
     rows = (grid.H - torch.arange(grid.nh, device=x.device) * grid.rh).clamp(0, grid.rh)  # real rows per region row
     cols = (grid.W - torch.arange(grid.nw, device=x.device) * grid.rw).clamp(0, grid.rw)
     counts = (rows[:, None] * cols[None, :]).clamp(min=1).to(dtype)
-    return (x.sum((2, 4)) / counts[None, :, :, None]).flatten(1, 2)
+    return (x / counts[None, :, :, None]).flatten(1, 2)
 
 
 def region_routing_torch(
@@ -154,15 +156,28 @@ def chunk_size(n_query_regions: int, heads: int, kk: int, tokens: int, dqk: int,
     return max(1, min(n_query_regions, CHUNK_BYTES // max(1, per_region)))
 
 
-def _chunk_scores(qc, kc, bias_c, scale):
-    """Scores (heads, c, T, kk*T) of a chunk in fp32 (fp64 for fp64 input), masked padded keys at -inf."""
-    s = (qc @ kc.transpose(-1, -2)).to(torch.promote_types(qc.dtype, torch.float32)) * scale
+def _gather(xp: torch.Tensor, fi: torch.Tensor) -> torch.Tensor:
+    """(heads, n, T, D) regions picked by fi (c, kk) -> (heads, c, kk*T, D); index_select is ~4x faster on
+    CPU than advanced indexing."""
+    nh, _, T, D = xp.shape
+    return xp.index_select(1, fi.reshape(-1)).view(nh, fi.shape[0], fi.shape[1] * T, D)
+
+
+def _chunk_probs(qc, kc, bias_c, scale):
+    """Attention probabilities (heads, c, T, kk*T) of a chunk, in fp32 (fp64 for fp64 input).
+
+    The scale is applied to q (T*D products per region instead of T*kk*T), as the official code does; the
+    mask bias (fp32, -inf on padded keys) is added in place when the dtypes allow; one fused softmax."""
+    s = (qc * scale) @ kc.transpose(-1, -2)
     if bias_c is not None:
-        s = s + bias_c[None, :, None, :]
-    return s
+        bias_c = bias_c[None, :, None, :]
+        s = s.add_(bias_c) if s.dtype == torch.promote_types(s.dtype, bias_c.dtype) else s + bias_c
+    return torch.softmax(s, dim=-1, dtype=torch.promote_types(s.dtype, torch.float32))
 
 
 class _RoutedAttention(torch.autograd.Function):
+    """Saves q, k, v and the output only; each chunk's gather and probabilities are recomputed in backward."""
+
     @staticmethod
     def forward(ctx, q, k, v, index, grid, scale, padding):
         B, _, _, nh, _ = q.shape
@@ -173,24 +188,21 @@ class _RoutedAttention(torch.autograd.Function):
         n = B * R
         step = chunk_size(n, nh, kk, T, qp.shape[-1], vp.shape[-1], q.element_size())
         out = vp.new_empty(vp.shape)  # (heads, n, T, Dv)
-        lse = torch.empty(nh, n, T, dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
         for c0 in range(0, n, step):
             c1 = min(n, c0 + step)
             fi = flat[c0:c1]
-            kc = kp[:, fi].flatten(2, 3)  # (heads, c, kk*T, Dqk): the only gathered copy, one chunk of it
-            vc = vp[:, fi].flatten(2, 3)
+            kc = _gather(kp, fi)  # (heads, c, kk*T, Dqk): the only gathered copy, one chunk of it
+            vc = _gather(vp, fi)
             bias_c = None if bias is None else bias[index.reshape(n, kk)[c0:c1]].flatten(1)
-            s = _chunk_scores(qp[:, c0:c1], kc, bias_c, scale)
-            lse_c = torch.logsumexp(s, dim=-1)
-            out[:, c0:c1] = torch.exp(s - lse_c[..., None]).to(vc.dtype) @ vc
-            lse[:, c0:c1] = lse_c
-        ctx.save_for_backward(q, k, v, index, out, lse)
+            p = _chunk_probs(qp[:, c0:c1], kc, bias_c, scale)
+            out[:, c0:c1] = p.to(vc.dtype) @ vc
+        ctx.save_for_backward(q, k, v, index, out)
         ctx.grid, ctx.scale, ctx.padding = grid, scale, padding
         return unpartition(out, grid, B)
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, index, out, lse = ctx.saved_tensors
+        q, k, v, index, out = ctx.saved_tensors
         grid, scale = ctx.grid, ctx.scale
         B, _, _, nh, _ = q.shape
         R, T, kk = grid.num_regions, grid.tokens, index.shape[-1]
@@ -202,24 +214,25 @@ class _RoutedAttention(torch.autograd.Function):
         dqp = torch.empty(qp.shape, dtype=acc, device=q.device)
         dkp = torch.zeros(kp.shape, dtype=acc, device=q.device)
         dvp = torch.zeros(vp.shape, dtype=acc, device=q.device)
-        delta = (dop.to(acc) * out.to(acc)).sum(-1)  # (heads, n, T): rowsum(dO * O)
+        delta = (dop.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # (heads, n, T, 1): rowsum(dO * O)
         step = chunk_size(n, nh, kk, T, qp.shape[-1], vp.shape[-1], q.element_size())
         for c0 in range(0, n, step):
             c1 = min(n, c0 + step)
             fi = flat[c0:c1]
-            qc, doc = qp[:, c0:c1], dop[:, c0:c1]
-            kc = kp[:, fi].flatten(2, 3)
-            vc = vp[:, fi].flatten(2, 3)
+            # Contiguous chunk copies: bmm on CPU runs batch by batch (and slowly) on a sliced batch dim.
+            qc, doc = qp[:, c0:c1].contiguous(), dop[:, c0:c1].contiguous()
+            kc = _gather(kp, fi)
+            vc = _gather(vp, fi)
             bias_c = None if bias is None else bias[index.reshape(n, kk)[c0:c1]].flatten(1)
-            p = torch.exp(_chunk_scores(qc, kc, bias_c, scale) - lse[:, c0:c1, :, None])  # (heads, c, T, kk*T)
+            p = _chunk_probs(qc, kc, bias_c, scale)  # (heads, c, T, kk*T)
             dv_c = p.to(doc.dtype).transpose(-1, -2) @ doc  # (heads, c, kk*T, Dv)
-            dp = (doc @ vc.transpose(-1, -2)).to(acc)
-            ds = p * (dp - delta[:, c0:c1, :, None])
-            dqp[:, c0:c1] = (ds.to(kc.dtype) @ kc).to(acc) * scale
+            ds = (doc @ vc.transpose(-1, -2)).to(acc).sub_(delta[:, c0:c1]).mul_(p)  # dL/d(scale * q.k)
+            dqp[:, c0:c1] = ds.to(kc.dtype) @ kc
             dk_c = ds.to(qc.dtype).transpose(-1, -2) @ qc  # (heads, c, kk*T, Dqk)
             c = c1 - c0
             dkp.index_add_(1, fi.reshape(-1), dk_c.reshape(nh, c * kk, T, -1).to(acc), alpha=scale)
             dvp.index_add_(1, fi.reshape(-1), dv_c.reshape(nh, c * kk, T, -1).to(acc))
+        dqp.mul_(scale)
         grads = (unpartition(t.to(q.dtype), grid, B) for t in (dqp, dkp, dvp))
         return (*grads, None, None, None, None)
 
