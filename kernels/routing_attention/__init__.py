@@ -34,7 +34,8 @@
 
 * ``topk``: positive int, clamped to the routable region count (above); the effective value is
   ``index.shape[-1]`` of the returned index. ``num_regions`` larger than the map is allowed: rh = 1 and the
-  regions past the map are empty (with ``mask`` the result equals that of num_regions = H).
+  regions past the map are empty (with ``mask`` the result equals that of num_regions clamped to
+  (min(nh, H), min(nw, W))).
 * ``scale``: multiplies q.k in both the routing and the attention; default ``(heads * Dqk) ** -0.5``, the
   official BRA scale (full qk_dim, not head_dim; BiFormer's stage 4 is plain attention with head_dim ** -0.5
   and is not this op).
