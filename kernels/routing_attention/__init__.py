@@ -41,7 +41,8 @@
   and is not this op).
 * ``index``: optional precomputed routing, (B, nh*nw, kk) integer with distinct region ids per row
   (e.g. from :func:`region_routing`, or the model's own copy of the official routing); with ``mask`` it may
-  not name empty regions. ``return_index=True`` returns ``(out, index)``.
+  not name empty regions; ``topk`` is then only validated (the routing is ``index``). ``return_index=True``
+  returns ``(out, index)``.
 
 Returns (B, H, W, heads, Dv), contiguous, in q's dtype.
 """
