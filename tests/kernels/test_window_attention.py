@@ -477,3 +477,69 @@ def test_flops_formula_counts_the_torch_path(size, window):
     with torch.no_grad(), use_backend("torch"), FlopCounterMode(display=False) as counter:
         window_attention(q, k, v, window, "grid")
     assert counter.get_total_flops() == window_attention_flops(q.shape, window)
+
+
+# ------------------------------------------------------------------ (h) large windows: the SDPA route
+
+@pytest.fixture
+def sdpa_route_calls(monkeypatch):
+    """Records each call of the torch path's large-window SDPA route (still running it)."""
+    from visionzoo.kernels.window_attention import torch_path
+    calls = []
+    real = torch_path.large_window_sdpa
+    monkeypatch.setattr(torch_path, "large_window_sdpa", lambda *a: calls.append(a[0].shape) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("partition", ["block", "grid"])
+@pytest.mark.parametrize("bias_kind", [None, "grad", "const"])
+@pytest.mark.parametrize("shape,window", [((7, 10), (3, 4)), ((6, 8), (3, 4))])
+def test_large_window_route_matches_reference(monkeypatch, sdpa_route_calls, shape, window, partition, bias_kind):
+    """The SDPA route (threshold lowered so small windows take it) on padded and unpadded maps, with no bias, a
+    constant bias and a learnable one: each of its mask layouts. float64: only the summation order differs."""
+    from visionzoo.kernels.window_attention import torch_path
+    monkeypatch.setattr(torch_path, "LARGE_WINDOW_TOKENS", 4)
+    q, k, v = make_qkv(2, *shape, 2, 5, torch.float64, layout="fused")
+    bias = None if bias_kind is None else make_bias(2, window, bias_kind == "grad", dtype=torch.float64)
+    check_against_reference("torch", q, k, v, window, partition, bias, 1e-10)
+    assert len(sdpa_route_calls) == 1
+
+
+def test_large_window_threshold(sdpa_route_calls):
+    """Windows of at most LARGE_WINDOW_TOKENS = 256 tokens keep the explicit path; larger ones take SDPA."""
+    from visionzoo.kernels.window_attention import torch_path
+    assert torch_path.LARGE_WINDOW_TOKENS == 256
+    q = torch.randn(1, 16, 17, 1, 4)
+    window_attention(q, q, q, (16, 16))
+    assert sdpa_route_calls == []
+    window_attention(q, q, q, (16, 17))
+    assert len(sdpa_route_calls) == 1
+
+
+class _LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the largest tensor (elements) that any aten op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("partition", ["block", "grid"])
+def test_full_map_window_never_materialises_scores(partition):
+    """A window the size of a 20 x 24 map (480 tokens: full attention, as RAVLT's softmax stages use it): the
+    CPU torch path matches the reference and creates nothing of the scores' size, forward or backward."""
+    B, H, W, heads, D = 1, 20, 24, 2, 8
+    q, k, v = make_qkv(B, H, W, heads, D, layout="fused")
+    with _LargestTensor() as mode, use_backend("torch"):
+        out = window_attention(q, k, v, (H, W), partition)
+        out.backward(torch.ones_like(out))
+    assert mode.largest < heads * (H * W) ** 2 // 8  # the scores would be heads * N^2; q, k, v are 3*heads*N*D
+    # fp32 flash attention vs the float64 reference on the same values: ~1e-6; 1e-5 as in DESIGN.md
+    check_against_reference("torch", *(t.detach().requires_grad_() for t in (q, k, v)), (H, W), partition, None, 1e-5)
