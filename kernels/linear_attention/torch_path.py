@@ -27,10 +27,12 @@ from typing import Optional, Union
 import torch
 
 
-def _den(qd, z, den_scale: float, eps: float, denom_min: Optional[float]):
-    """(raw denominator, clamped denominator), both (B, heads, N, 1)."""
-    raw = (qd @ z) * den_scale + eps  # a matmul, so FLOP counters see the denominator's dot products
-    return raw, (raw if denom_min is None else raw.clamp(min=denom_min))
+def _raw_den(qd, z, den_scale: float, eps: float):
+    """den_scale * (q_den . z) + eps, (B, heads, N, 1); a matmul, so FLOP counters see the dot products."""
+    raw = qd @ z
+    if den_scale != 1.0:  # Python numbers: no data-dependent control flow
+        raw = raw * den_scale
+    return raw + eps if eps != 0.0 else raw
 
 
 class _LinearAttention(torch.autograd.Function):
@@ -41,9 +43,11 @@ class _LinearAttention(torch.autograd.Function):
         state = kf.transpose(-1, -2) @ v.to(cd)  # (B, heads, d, e)
         z = (kf if k_den is None else k_den.to(cd)).sum(dim=-2).unsqueeze(-1)  # (B, heads, d, 1)
         qf = q.to(cd)
-        raw, den = _den(qf if q_den is None else q_den.to(cd), z, den_scale, eps, denom_min)
+        raw = _raw_den(qf if q_den is None else q_den.to(cd), z, den_scale, eps)
+        den = raw if denom_min is None else raw.clamp(min=denom_min)
         scale = scale_f if scale_t is None else scale_t.to(cd).reshape(1, -1, 1, 1)
-        out = (qf @ state) * (scale / den)
+        scaled_state = state if scale_t is None and scale_f == 1.0 else state * scale  # d x e, cheap
+        out = (qf @ scaled_state).div_(den)
         ctx.save_for_backward(q, k, v, q_den, k_den, scale_t, state, z, raw)
         ctx.scale_f, ctx.den_scale, ctx.denom_min = scale_f, den_scale, denom_min
         return out.to(q.dtype)
@@ -57,34 +61,35 @@ class _LinearAttention(torch.autograd.Function):
         den = raw if denom_min is None else raw.clamp(min=denom_min)
         scale = ctx.scale_f if scale_t is None else scale_t.to(cd).reshape(1, -1, 1, 1)
         qf, do = q.to(cd), d_out.to(cd)
-        qd = qf if q_den is None else q_den.to(cd)
 
-        # Phase A: per query tile, then reductions over the tokens.
+        # Phase A: per query token, then reductions over the tokens.
+        inv_den = den.reciprocal()  # (B, heads, N, 1)
         u = do @ state.transpose(-1, -2)  # (B, heads, N, d) = dO S^T
-        inv_den = 1.0 / den
         t = (qf * u).sum(dim=-1, keepdim=True) * inv_den  # sum_e dO * num / den
-        r = -(scale * t) * inv_den  # dL/d den
+        r = t * inv_den * (-scale)  # dL/d den
         if denom_min is not None:
             r = r * (raw >= denom_min)  # torch.clamp passes the gradient where input >= min
-        dq = u * (scale * inv_den)
-        dqd = (r * den_scale) * z.transpose(-1, -2)  # (B, heads, N, d)
-        d_state = qf.transpose(-1, -2) @ (do * (scale * inv_den))  # (B, heads, d, e)
-        dz = (qd * r).sum(dim=-2, keepdim=True) * den_scale  # (B, heads, 1, d)
+        r_dot = r * den_scale if den_scale != 1.0 else r  # dL/d (q_den . z)
+        a = inv_den * scale  # dL/d num = a * dO
+        d_state = qf.transpose(-1, -2) @ (do * a)  # (B, heads, d, e)
+        dz = r_dot.transpose(-1, -2) @ (qf if q_den is None else q_den.to(cd))  # (B, heads, 1, d)
+        dq = u.mul_(a)
+        z_row = z.transpose(-1, -2)  # (B, heads, 1, d)
+        if q_den is None:
+            dq, dqd = dq.addcmul_(r_dot, z_row), None
+        else:
+            dqd = (r_dot * z_row).to(q_den.dtype)
         dscale = None
         if scale_t is not None and ctx.needs_input_grad[5]:
-            dscale = t.sum(dim=(0, 2, 3)).reshape(scale_t.shape).to(scale_t.dtype)
+            dscale = t.sum(dim=(0, 2, 3)).to(scale_t.dtype)
 
-        # Phase B: per key tile.
-        kf = k.to(cd)
+        # Phase B: per key token.
         dk = v.to(cd) @ d_state.transpose(-1, -2)
-        dv = kf @ d_state
-        if q_den is None:
-            dq, dqd = dq + dqd, None
+        dv = k.to(cd) @ d_state
         if k_den is None:
-            dk, dkd = dk + dz, None
+            dk, dkd = dk.add_(dz), None
         else:
             dkd = dz.expand(k_den.shape).to(k_den.dtype)
-        dqd = None if dqd is None else dqd.to(q_den.dtype)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dqd, dkd, dscale, None, None, None, None
 
 
@@ -101,7 +106,7 @@ def linear_attention_torch(
 ) -> torch.Tensor:
     """Inputs validated by :func:`visionzoo.kernels.linear_attention`; ``q_den``/``k_den`` None: use q/k.
 
-    ``scale``: a float or a (heads,)-element tensor (one value per head, any shape; it gets a gradient).
+    ``scale``: a float or a (heads,) tensor (it gets a gradient).
     """
     scale_t = scale if isinstance(scale, torch.Tensor) else None
     scale_f = 1.0 if scale_t is not None else float(scale)

@@ -271,7 +271,9 @@ def _upcast(x: torch.Tensor) -> bool:
 
 
 def _precision(x: torch.Tensor) -> str:
-    return "ieee" if x.dtype == torch.float32 else "tf32"
+    # TF32 for the fp32-operand dots of fp16/bf16 inputs on NVIDIA GPUs (and in the interpreter, which computes
+    # them in fp32); IEEE fp32 for fp32 inputs and on ROCm, whose Triton backends do not all offer TF32.
+    return "ieee" if x.dtype == torch.float32 or torch.version.hip is not None else "tf32"
 
 
 def _geometry(q: torch.Tensor, v: torch.Tensor):
