@@ -11,7 +11,8 @@ Large windows (more than ``LARGE_WINDOW_TOKENS`` = 256 tokens, e.g. a window the
 softmax stages 3-4 are full attention, 4096 tokens at 1024^2) take SDPA on every device. The explicit path
 would materialise (B, groups, heads, N, N) scores, several times over in forward and backward (64 MB per
 image and head at N = 4096 in fp32); SDPA's CPU flash kernel keeps only O(N) per query row (measured on 2 cores,
-fp32, 4 heads: forward 2.5-3x and forward+backward 2-5x faster than the explicit path at 576-4096 tokens).
+fp32, 4-8 heads, window = map: forward 3.0-4.5x and forward+backward 2.1-4.0x faster than the explicit path at
+576-4096 tokens).
 The mask is laid out so that it broadcasts over the images: group-independent (a bias alone) with the groups
 in the batch axis, per group (padded keys) with groups and heads sharing the head axis. SDPA's CPU flash
 kernel does not take a mask that requires a gradient: with a learnable bias SDPA runs its math fallback,

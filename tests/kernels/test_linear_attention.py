@@ -400,8 +400,8 @@ def test_triton_bf16_interpreter_upcast():
 def test_chunking_bounds():
     pytest.importorskip("triton")
     from visionzoo.kernels.linear_attention import triton_kernel as tk
-    # RAVLT-T stage 1 (3136 tokens, 64-token tiles = 49 tiles), batch 1, 1 head: 7 chunks of 7 tiles (>= 8 tiles
-    # each would give 6.1, rounded to whole tiles); batch 64: 8 chunks (512 programs); batch 512: one chunk each.
+    # RAVLT-T stage 1 (3136 tokens, 64-token tiles = 49 tiles), 1 head: at most ceil(49 / 8) = 7 chunks, of 7 tiles;
+    # batch 64 wants 8 chunks (512 programs) and gets the same 7; batch 512 already has 512 programs: one chunk each.
     assert tk.chunking(3136, 64, 1) == (7, 7)
     assert tk.chunking(3136, 64, 64) == (7, 7)
     assert tk.chunking(3136, 64, 512) == (1, 49)
