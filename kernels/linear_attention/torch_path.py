@@ -15,8 +15,8 @@ B. ``dk = v dS^T``, ``dv = k dS``, ``dk_den = dz`` for every token.
 
 It saves only the inputs, the d x e state, the key sum and the per-token denominator (plain autograd
 would also keep the N x e numerator and, for fp16/bf16 inputs, fp32 copies of every input).
-Everything is computed in fp32 (fp64 for fp64 inputs): the state sums N products, the denominator
-feeds a division; the fp32 copies of fp16/bf16 inputs live only inside one call.
+Everything is computed in fp32 (fp64 for fp64 inputs), also inside an enclosing autocast region: the state
+sums N products, the denominator feeds a division; the fp32 copies of fp16/bf16 inputs live only inside one call.
 Memory is O(N (d + e)) per image and head; no Python control flow depends on tensor values, so it
 traces under ``torch.compile``.
 """
@@ -38,6 +38,11 @@ def _raw_den(qd, z, den_scale: float, eps: float):
 class _LinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, q_den, k_den, scale_t, scale_f, den_scale, eps, denom_min):
+        with torch.autocast(q.device.type, enabled=False):  # the inputs' dtypes decide, not an enclosing autocast
+            return _LinearAttention._forward(ctx, q, k, v, q_den, k_den, scale_t, scale_f, den_scale, eps, denom_min)
+
+    @staticmethod
+    def _forward(ctx, q, k, v, q_den, k_den, scale_t, scale_f, den_scale, eps, denom_min):
         cd = torch.promote_types(q.dtype, torch.float32)
         kf = k.to(cd)
         state = kf.transpose(-1, -2) @ v.to(cd)  # (B, heads, d, e)
@@ -55,6 +60,11 @@ class _LinearAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out):
+        with torch.autocast(d_out.device.type, enabled=False):
+            return _LinearAttention._backward(ctx, d_out)
+
+    @staticmethod
+    def _backward(ctx, d_out):
         q, k, v, q_den, k_den, scale_t, state, z, raw = ctx.saved_tensors
         den_scale, denom_min = ctx.den_scale, ctx.denom_min
         cd = state.dtype

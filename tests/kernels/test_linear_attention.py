@@ -487,6 +487,22 @@ def test_permutation_equivariance(backend):
     assert_rel(permuted, out[:, :, perm], 1e-5)  # fp32, different summation order: ~1e-7
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS_HERE if b != "reference"])
+def test_enclosing_autocast_keeps_fp32(backend):
+    """Inside a bf16 autocast region, fp32 inputs are still computed in fp32 (autocast would run the matmuls in
+    bf16: ~1e-2 error), forward and backward."""
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    q, k, v, qd, kd = make_inputs(1, 2, 40, 16, 16, device=device)
+    grad_out = torch.randn(v.shape, device=device)
+    expected = run(backend, q, k, v, qd, kd, grad_out, denom_min=1.0)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        got = run(backend, q, k, v, qd, kd, grad_out, denom_min=1.0)
+    for a, b in zip([got[0], *got[1]], [expected[0], *expected[1]]):
+        if b is not None:
+            assert a.dtype == torch.float32
+            assert_rel(a, b, 1e-6)  # the same fp32 computation: ~1e-7
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest tensor, in bytes, that any aten op returns (what a path materialises; under the Triton
     interpreter that includes its byte-storage copies of the kernel arguments)."""
