@@ -24,7 +24,8 @@ Cost is linear in N (:func:`linear_attention_flops`); no N x N matrix exists exc
 The papers' token mixers, given the projected q, k, v of shape (B, heads, N, d):
 
 * L²ViT ``LinearAttention``: ``q, k = l2vit_features(q), l2vit_features(k)`` (ReLU), then
-  ``linear_attention(q, k, v, scale=temperature, denom_min=100.0)``: ``(q (k^T v) * temperature) / clamp(q . sum k, min=100)``.
+  ``linear_attention(q, k, v, scale=temperature, denom_min=100.0)``:
+  ``(q (k^T v) * temperature) / clamp(q . sum k, min=100)``.
 * RALA ``GateLinearAttentionNoSilu`` (N = H*W): ``q, k = rala_features(q), rala_features(k)`` (ELU + 1);
   ``k = k * rala_key_weights(q, k)`` (softmax over tokens of d^-0.5 * mean(q) . k, times N); then, with the
   caller's 2D RoPE on the numerator only,
@@ -72,7 +73,8 @@ def rala_key_weights(q: torch.Tensor, k: torch.Tensor, scale: Optional[float] = 
     ``k * w`` as the keys (numerator and normaliser). Computed in fp32 for fp16/bf16 inputs, returned in k's dtype.
     """
     if q.dim() != 4 or k.shape != q.shape:
-        raise ValueError(f"q and k must be (B, heads, N, d) of the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(f"q and k must be (B, heads, N, d) of the same shape, got {tuple(q.shape)} and "
+                         f"{tuple(k.shape)}")
     cd = torch.promote_types(q.dtype, torch.float32)
     n, d = q.shape[-2], q.shape[-1]
     scale = d ** -0.5 if scale is None else scale
@@ -94,12 +96,14 @@ def _validate(q, k, v, q_den, k_den, scale, den_scale, eps, denom_min) -> None:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
-            raise ValueError(f"{name} must be (B, heads, N, head_dim), got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
+            raise ValueError(f"{name} must be (B, heads, N, head_dim), got a {t.dim()}-D tensor of shape "
+                             f"{tuple(t.shape)}")
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
     for name, t in named[1:]:
         if t.dtype != q.dtype or t.device != q.device:
-            raise ValueError(f"{name} must have q's dtype and device ({q.dtype} on {q.device}), got {t.dtype} on {t.device}")
+            raise ValueError(f"{name} must have q's dtype and device ({q.dtype} on {q.device}), got {t.dtype} on "
+                             f"{t.device}")
     for name, t in named[1:]:
         if name == "v":
             if t.shape[:3] != q.shape[:3]:
@@ -112,10 +116,11 @@ def _validate(q, k, v, q_den, k_den, scale, den_scale, eps, denom_min) -> None:
     heads = q.shape[1]
     if isinstance(scale, torch.Tensor):
         if not scale.is_floating_point() or scale.device != q.device:
-            raise ValueError(f"a tensor scale must be floating point on {q.device}, got {scale.dtype} on {scale.device}")
+            raise ValueError(f"a tensor scale must be floating point on {q.device}, got {scale.dtype} on "
+                             f"{scale.device}")
         if scale.numel() not in (1, heads) or sum(s > 1 for s in scale.shape) > 1:
-            raise ValueError(f"a tensor scale must hold one value per head (heads={heads}: shape (heads,), (heads, 1, 1) "
-                             f"or (1, heads, 1, 1)) or a single value, got shape {tuple(scale.shape)}")
+            raise ValueError(f"a tensor scale must hold one value per head (heads={heads}: shape (heads,), "
+                             f"(heads, 1, 1) or (1, heads, 1, 1)) or a single value, got shape {tuple(scale.shape)}")
     elif not _is_number(scale):
         raise TypeError(f"scale must be a finite number or a per-head tensor, got {scale!r}")
     for name, value in (("den_scale", den_scale), ("eps", eps)):

@@ -31,7 +31,8 @@ import triton.language as tl
 __all__ = ["linear_attention_triton"]
 
 # Chunking: aim for this many programs (a few per SM on a 132-SM H100), but use at most ceil(tiles / this) chunks
-# (about this many tiles each), so the per-chunk fp32 partial state (d*e*4 bytes) stays small next to the chunk's inputs.
+# (about this many tiles each), so the per-chunk fp32 partial state (d*e*4 bytes) stays small next to the chunk's
+# inputs.
 TARGET_PROGRAMS = 512
 MIN_TILES_PER_CHUNK = 8
 
