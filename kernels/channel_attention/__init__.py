@@ -33,6 +33,7 @@ from typing import Optional
 import torch
 
 from .._backend import choose_backend
+from .._checks import check_tensors
 from .reference import channel_attention_reference
 from .torch_path import channel_attention_torch
 
@@ -48,20 +49,9 @@ def _divisors(n: int):
 
 
 def _validate(q, k, v, groups, scale, version) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 3:
-            raise ValueError(f"{name} must be (B, N, C), got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
+    check_tensors("(B, N, C)", q=q, k=k, v=v)
     if not (q.shape == k.shape == v.shape):
         raise ValueError(f"q, k, v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on "
-                         f"{q.device}/{k.device}/{v.device}")
-    if min(q.shape) == 0:
-        raise ValueError(f"q, k, v must not be empty, got shape {tuple(q.shape)}")
     if not isinstance(version, numbers.Integral) or isinstance(version, bool) or version not in VERSIONS:
         raise ValueError(f"version must be 1 (DaViT) or 2 (Florence-2), got {version!r}")
     if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups <= 0:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .._backend import choose_backend
+from .._checks import check_tensors
 from .reference import linear_attention_reference
 from .torch_path import linear_attention_torch
 
@@ -90,29 +91,15 @@ def _is_number(x) -> bool:
 
 
 def _validate(q, k, v, q_den, k_den, scale, den_scale, eps, denom_min) -> None:
-    named = [("q", q), ("k", k), ("v", v), ("q_den", q_den), ("k_den", k_den)]
-    named = [(name, t) for name, t in named if t is not None or name in ("q", "k", "v")]
+    check_tensors("(B, heads, N, head_dim)", q=q, k=k, v=v, q_den=q_den, k_den=k_den)
+    named = [(name, t) for name, t in (("k", k), ("v", v), ("q_den", q_den), ("k_den", k_den)) if t is not None]
     for name, t in named:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be (B, heads, N, head_dim), got a {t.dim()}-D tensor of shape "
-                             f"{tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
-    for name, t in named[1:]:
-        if t.dtype != q.dtype or t.device != q.device:
-            raise ValueError(f"{name} must have q's dtype and device ({q.dtype} on {q.device}), got {t.dtype} on "
-                             f"{t.device}")
-    for name, t in named[1:]:
         if name == "v":
             if t.shape[:3] != q.shape[:3]:
                 raise ValueError(f"v must be (B, heads, N, e) with q's (B, heads, N) = {tuple(q.shape[:3])}, "
                                  f"got {tuple(t.shape)}")
         elif t.shape != q.shape:
             raise ValueError(f"{name} must have q's shape {tuple(q.shape)}, got {tuple(t.shape)}")
-    if min(q.shape) == 0 or v.shape[-1] == 0:
-        raise ValueError(f"q and v must not be empty, got shapes {tuple(q.shape)} and {tuple(v.shape)}")
     heads = q.shape[1]
     if isinstance(scale, torch.Tensor):
         if not scale.is_floating_point() or scale.device != q.device:

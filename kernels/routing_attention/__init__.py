@@ -54,6 +54,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._backend import choose_backend
+from .._checks import check_tensors
 from .._index import _is_compiling
 from .reference import region_routing_reference, routing_attention_reference
 from .torch_path import RegionGrid, region_grid, region_routing_torch, routing_attention_torch
@@ -105,17 +106,8 @@ def _validate_shapes(q, k, v) -> None:
 
 
 def _validate_tensors(q, k, v) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 5:
-            raise ValueError(f"{name} must be (B, H, W, heads, head_dim), got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
+    check_tensors("(B, H, W, heads, head_dim)", q=q, k=k, v=v)
     _validate_shapes(q, k, v)
-    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on "
-                         f"{q.device}/{k.device}/{v.device}")
 
 
 def _check_padding(padding) -> str:

@@ -23,6 +23,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .._backend import choose_backend
+from .._checks import check_tensors
 from .reference import window_attention_reference
 from .torch_path import window_attention_torch
 
@@ -51,20 +52,9 @@ def _as_pair(window: Union[int, Sequence[int]]) -> Tuple[int, int]:
 def _validate(q, k, v, window, partition, bias) -> None:
     if partition not in PARTITIONS:
         raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 5:
-            raise ValueError(f"{name} must be (B, H, W, heads, head_dim), got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
+    check_tensors("(B, H, W, heads, head_dim)", q=q, k=k, v=v)
     if not (q.shape == k.shape == v.shape):
         raise ValueError(f"q, k, v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on "
-                         f"{q.device}/{k.device}/{v.device}")
-    if min(q.shape) == 0:
-        raise ValueError(f"q, k, v must not be empty, got shape {tuple(q.shape)}")
     if bias is not None:
         n = window[0] * window[1]
         expected = (q.shape[3], n, n)

@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 # Without a GPU the Triton kernels run on CPU tensors under Triton's interpreter. Triton decides at
@@ -11,3 +12,20 @@ import torch
 # Never set on a GPU machine, where the kernels must be compiled for real.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def triton_runs_here() -> bool:
+    """Triton kernels can run: on a CUDA device, or in the interpreter (TRITON_INTERPRET=1, set above)."""
+    from visionzoo.kernels._backend import triton_interpreting
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available() or triton_interpreting()
+
+
+# shared by every op's tests
+needs_triton = pytest.mark.skipif(not triton_runs_here(), reason="needs triton and CUDA or TRITON_INTERPRET=1")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BACKENDS_HERE = ["reference", "torch"] + (["triton"] if triton_runs_here() else [])

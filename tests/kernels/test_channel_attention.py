@@ -14,24 +14,14 @@ if not torch.cuda.is_available():  # before anything imports triton_kernel (see 
 
 from hypothesis import given, settings, strategies as st
 
+from .conftest import BACKENDS_HERE, TRITON_DEVICE, needs_gpu, needs_triton, triton_runs_here
 from visionzoo.kernels import channel_attention, channel_attention_flops, use_backend
-from visionzoo.kernels._backend import triton_interpreting
 from visionzoo.kernels.channel_attention.reference import channel_attention_reference
 
 ca_module = importlib.import_module("visionzoo.kernels.channel_attention")
 
 
-def _triton_runs_here() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return torch.cuda.is_available() or triton_interpreting()
 
-
-needs_triton = pytest.mark.skipif(not _triton_runs_here(), reason="needs triton and CUDA or TRITON_INTERPRET=1")
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -297,7 +287,6 @@ def test_triton_deterministic_gpu(dtype):
 
 # ------------------------------------------------------------------------------------- (e) equivalences
 
-BACKENDS_HERE = ["reference", "torch"] + (["triton"] if _triton_runs_here() else [])
 
 
 def _device(backend):
@@ -362,7 +351,7 @@ def spies(monkeypatch):
     calls = []
     for name, attr in (("reference", "channel_attention_reference"), ("torch", "channel_attention_torch")):
         monkeypatch.setattr(ca_module, attr, lambda *a, _n=name: calls.append((_n, *a[3:])) or a[0])
-    if _triton_runs_here():
+    if triton_runs_here():
         from visionzoo.kernels.channel_attention import triton_kernel
         monkeypatch.setattr(triton_kernel, "channel_attention_triton",
                             lambda *a: calls.append(("triton", *a[3:])) or a[0])

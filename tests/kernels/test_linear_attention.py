@@ -16,27 +16,16 @@ if not torch.cuda.is_available():  # before anything imports triton_kernel (see 
 from hypothesis import given, settings, strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .conftest import BACKENDS_HERE, TRITON_DEVICE, needs_gpu, needs_triton, triton_runs_here
 from visionzoo.kernels import (l2vit_features, linear_attention, linear_attention_flops, rala_features,
                                rala_key_weights, use_backend)
-from visionzoo.kernels._backend import triton_interpreting
 from visionzoo.kernels.linear_attention import L2VIT_DENOM_MIN, RALA_EPS
 from visionzoo.kernels.linear_attention.reference import linear_attention_reference
 
 la_module = importlib.import_module("visionzoo.kernels.linear_attention")
 
 
-def _triton_runs_here() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return torch.cuda.is_available() or triton_interpreting()
 
-
-needs_triton = pytest.mark.skipif(not _triton_runs_here(), reason="needs triton and CUDA or TRITON_INTERPRET=1")
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BACKENDS_HERE = ["reference", "torch"] + (["triton"] if _triton_runs_here() else [])
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -571,7 +560,7 @@ def spies(monkeypatch):
     calls = []
     for name, attr in (("reference", "linear_attention_reference"), ("torch", "linear_attention_torch")):
         monkeypatch.setattr(la_module, attr, lambda *a, _n=name: calls.append(_n) or a[0])
-    if _triton_runs_here():
+    if triton_runs_here():
         from visionzoo.kernels.linear_attention import triton_kernel
         monkeypatch.setattr(triton_kernel, "linear_attention_triton", lambda *a: calls.append("triton") or a[0])
     monkeypatch.delenv("VISIONZOO_KERNEL_BACKEND", raising=False)
@@ -610,8 +599,8 @@ def test_forced_triton_refuses_float64_and_wide_heads():
     (lambda q, v: ((q, q[:, :, :3], v), {}), ValueError, r"k must have q's shape \(2, 3, 5, 4\), got \(2, 3, 3, 4\)"),
     (lambda q, v: ((q, q, v[:, :2]), {}), ValueError, r"v must be \(B, heads, N, e\) with q's \(B, heads, N\)"),
     (lambda q, v: ((q, q, v), {"q_den": q[..., :2]}), ValueError, "q_den must have q's shape"),
-    (lambda q, v: ((q, q, v), {"k_den": q.double()}), ValueError, "k_den must have q's dtype and device"),
-    (lambda q, v: ((q, q.half(), v), {}), ValueError, "k must have q's dtype"),
+    (lambda q, v: ((q, q, v), {"k_den": q.double()}), ValueError, "must share dtype and device.*k_den is torch.float64"),
+    (lambda q, v: ((q, q.half(), v), {}), ValueError, "must share dtype and device.*k is torch.float16"),
     (lambda q, v: ((q.long(), q.long(), v.long()), {}), TypeError,
      "q must be a floating point tensor, got torch.int64"),
     (lambda q, v: ((q, q, "v"), {}), TypeError, "v must be a torch.Tensor, got str"),

@@ -4,7 +4,6 @@ Tolerances are relative to the largest magnitude of the expected tensor (see ``a
 where it is used. The Triton tests run under TRITON_INTERPRET=1 (set in conftest.py) when no GPU is present.
 """
 import importlib
-import math
 import os
 
 import pytest
@@ -16,25 +15,15 @@ if not torch.cuda.is_available():  # before anything imports triton_kernel (see 
 from hypothesis import given, settings, strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+from .conftest import BACKENDS_HERE, TRITON_DEVICE, needs_gpu, needs_triton
 from visionzoo.kernels import region_routing, routing_attention, routing_attention_flops, use_backend, window_attention
-from visionzoo.kernels._backend import triton_interpreting
 from visionzoo.kernels.routing_attention.reference import region_routing_reference, routing_attention_reference
 
 ra_module = importlib.import_module("visionzoo.kernels.routing_attention")
 torch_path = importlib.import_module("visionzoo.kernels.routing_attention.torch_path")
 
 
-def _triton_runs_here() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return torch.cuda.is_available() or triton_interpreting()
 
-
-needs_triton = pytest.mark.skipif(not _triton_runs_here(), reason="needs triton and CUDA or TRITON_INTERPRET=1")
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -398,7 +387,6 @@ def test_torch_path_gpu():
 
 # ------------------------------------------------------------------------------------- (f) equivalences
 
-BACKENDS_HERE = ["reference", "torch"] + (["triton"] if _triton_runs_here() else [])
 
 
 def _device(backend):

@@ -14,24 +14,14 @@ if not torch.cuda.is_available():  # before anything imports triton_kernel (see 
 
 from hypothesis import given, settings, strategies as st
 
+from .conftest import BACKENDS_HERE, TRITON_DEVICE, needs_gpu, needs_triton, triton_runs_here
 from visionzoo.kernels import choose_backend, use_backend, window_attention
-from visionzoo.kernels._backend import triton_interpreting
 from visionzoo.kernels.window_attention.reference import window_attention_reference
 
 wa_module = importlib.import_module("visionzoo.kernels.window_attention")
 
 
-def _triton_runs_here() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return torch.cuda.is_available() or triton_interpreting()
 
-
-needs_triton = pytest.mark.skipif(not _triton_runs_here(), reason="needs triton and CUDA or TRITON_INTERPRET=1")
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -304,7 +294,6 @@ def test_torch_path_sdpa_gpu():
 
 # ------------------------------------------------------------------------------------- (f) equivalences
 
-BACKENDS_HERE = ["reference", "torch"] + (["triton"] if _triton_runs_here() else [])
 
 
 def full_attention(q, k, v, scale):
@@ -368,7 +357,7 @@ def spies(monkeypatch):
     calls = []
     for name, attr in (("reference", "window_attention_reference"), ("torch", "window_attention_torch")):
         monkeypatch.setattr(wa_module, attr, lambda *a, _n=name: calls.append(_n) or a[0])
-    if _triton_runs_here():
+    if triton_runs_here():
         from visionzoo.kernels.window_attention import triton_kernel
         monkeypatch.setattr(triton_kernel, "window_attention_triton", lambda *a: calls.append("triton") or a[0])
     monkeypatch.delenv("VISIONZOO_KERNEL_BACKEND", raising=False)
@@ -385,7 +374,7 @@ def test_default_backend_on_cpu_is_torch(spies):
     assert spies == ["torch"]
 
 
-@pytest.mark.parametrize("name", ["reference", "torch"] + (["triton"] if _triton_runs_here() else []))
+@pytest.mark.parametrize("name", ["reference", "torch"] + (["triton"] if triton_runs_here() else []))
 def test_env_var_selects_backend(spies, monkeypatch, name):
     monkeypatch.setenv("VISIONZOO_KERNEL_BACKEND", name)
     _call()

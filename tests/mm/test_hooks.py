@@ -7,7 +7,6 @@ each is a real model whose class gains a ``dense_hook``, exactly as a family dec
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 import torch.nn as nn
 from timm.models import VisionTransformer, register_model
