@@ -181,7 +181,9 @@ def neighborhood_attention_torch(
         dilation: int,
         rpb: Optional[torch.Tensor],
         scale: float,
-        tile: int = TILE,
+        tile: Optional[int] = None,
 ) -> torch.Tensor:
-    """Tiled torch neighbourhood attention; inputs are validated by :func:`visionzoo.kernels.neighborhood_attention`."""
-    return _NeighborhoodAttention.apply(q, k, v, rpb, kernel_size, dilation, float(scale), tile)
+    """Tiled torch neighbourhood attention; inputs are validated by :func:`visionzoo.kernels.neighborhood_attention`.
+
+    ``tile``: sub-lattice positions per tile side (default ``TILE``)."""
+    return _NeighborhoodAttention.apply(q, k, v, rpb, kernel_size, dilation, float(scale), tile or TILE)
