@@ -21,7 +21,8 @@ values, so ``torch.compile`` traces it (unrolled).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import functools
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -31,34 +32,40 @@ TILE = 8
 CHUNK_BYTES = 32 * 2 ** 20  # fp32 scores of one chunk (the probabilities, masks, dS are of the same size)
 
 
-class _Chunk:
-    """Index tensors of a chunk of T 2D tiles (M queries and N halo keys each)."""
-
-    def __init__(self, tr, tc, a, b, width: int, kernel_size: int, rpb: Optional[torch.Tensor], dtype):
-        T = a.numel()
-        M = tr.query.shape[1] * tc.query.shape[1]
-        N = tr.halo.shape[1] * tc.halo.shape[1]
-        self.qtok = (tr.query[a][:, :, None] * width + tc.query[b][:, None, :]).reshape(T, M)
-        self.qvalid = (tr.query_valid[a][:, :, None] & tc.query_valid[b][:, None, :]).reshape(T, 1, M, 1)
-        self.ktok = (tr.halo[a][:, :, None] * width + tc.halo[b][:, None, :]).reshape(T, N)
-        allowed = (tr.in_window[a][:, :, None, :, None] & tc.in_window[b][:, None, :, None, :]).reshape(T, 1, M, N)
-        self.bias_index = None
-        if rpb is not None:
-            nb = 2 * kernel_size - 1
-            self.bias_index = (tr.rpb[a][:, :, None, :, None] * nb + tc.rpb[b][:, None, :, None, :]).reshape(T, M, N)
-            bias = rpb.flatten(1)[:, self.bias_index].transpose(0, 1).to(dtype)  # (T, heads, M, N)
-        else:
-            bias = torch.zeros((), dtype=dtype, device=allowed.device)
-        self.bias = bias.masked_fill(~allowed, float("-inf"))  # (T, heads or 1, M, N)
+class _Chunk(NamedTuple):
+    """Index tensors of a chunk of T 2D tiles (M queries and N halo keys each); they depend on shapes only."""
+    qtok: torch.Tensor  # (T*M,) flat token index of each tile query (clamped duplicates included)
+    qvalid: torch.Tensor  # (T, M, 1) bool: False for clamped duplicates
+    ktok: torch.Tensor  # (T*N,) flat token index of each halo key
+    bias_index: torch.Tensor  # (T, M, N) index into the bias table padded with -inf: (2k-1)^2 outside the window
+    shape: Tuple[int, int, int]  # (T, M, N)
 
 
-def _plan(B: int, heads: int, n_tiles: int, M: int, N: int) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
-    """Tile ranges and image ranges so that one chunk's fp32 scores stay within CHUNK_BYTES."""
+def _chunk(tr, tc, a, b, width: int, kernel_size: int) -> _Chunk:
+    T = a.numel()
+    M = tr.query.shape[1] * tc.query.shape[1]
+    N = tr.halo.shape[1] * tc.halo.shape[1]
+    nb = 2 * kernel_size - 1
+    allowed = (tr.in_window[a][:, :, None, :, None] & tc.in_window[b][:, None, :, None, :]).reshape(T, M, N)
+    bias_index = (tr.rpb[a][:, :, None, :, None] * nb + tc.rpb[b][:, None, :, None, :]).reshape(T, M, N)
+    return _Chunk(
+        qtok=(tr.query[a][:, :, None] * width + tc.query[b][:, None, :]).reshape(T * M),
+        qvalid=(tr.query_valid[a][:, :, None] & tc.query_valid[b][:, None, :]).reshape(T, M, 1),
+        ktok=(tr.halo[a][:, :, None] * width + tc.halo[b][:, None, :]).reshape(T * N),
+        bias_index=bias_index.masked_fill_(~allowed, nb * nb),
+        shape=(T, M, N),
+    )
+
+
+def _plan(B: int, heads: int, n_tiles: int, M: int, N: int, budget: Optional[int] = None
+          ) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """Tile ranges and image ranges so that one chunk's fp32 scores stay within ``budget`` (CHUNK_BYTES)."""
+    budget = CHUNK_BYTES if budget is None else budget
     per_tile_image = heads * M * N * 4
-    tiles_per_chunk = max(1, min(n_tiles, CHUNK_BYTES // (per_tile_image * B) if per_tile_image * B else n_tiles))
+    tiles_per_chunk = max(1, min(n_tiles, budget // (per_tile_image * B)))
     images_per_chunk = B
-    if tiles_per_chunk == 1 and per_tile_image * B > CHUNK_BYTES:
-        images_per_chunk = max(1, CHUNK_BYTES // per_tile_image)
+    if tiles_per_chunk == 1 and per_tile_image * B > budget:
+        images_per_chunk = max(1, budget // per_tile_image)
     tiles = [(t, min(t + tiles_per_chunk, n_tiles)) for t in range(0, n_tiles, tiles_per_chunk)]
     images = [(i, min(i + images_per_chunk, B)) for i in range(0, B, images_per_chunk)]
     return tiles, images
@@ -75,9 +82,46 @@ def _layout(q: torch.Tensor, kernel_size: int, dilation: int, tile: int):
     return tr, tc, pairs // nB, pairs % nB, M, N
 
 
-def _tiles_of(x: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
-    """(b, H*W, heads, D) gathered at tok (T, n) -> (b, T, heads, n, D)."""
-    return x[:, tok].permute(0, 1, 3, 2, 4)
+def _build_plan(B, H, W, heads, kernel_size, dilation, tile, device, budget
+                ) -> Tuple[List[_Chunk], List[Tuple[int, int]]]:
+    q = torch.empty((B, H, W, heads, 1), device=device)  # shapes only
+    tr, tc, pa, pb, M, N = _layout(q, kernel_size, dilation, tile)
+    tile_ranges, image_ranges = _plan(B, heads, pa.numel(), M, N, budget)
+    return [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size) for t0, t1 in tile_ranges], image_ranges
+
+
+_cached_plan = functools.lru_cache(maxsize=16)(_build_plan)
+
+
+def _get_plan(B, H, W, heads, kernel_size, dilation, tile, device):
+    """The chunks for these shapes: cached in eager mode (the index tensors only depend on shapes; about
+    2.5 MB per 56x56 map at k = 7), built in the graph when torch.compile traces (constant-folded there)."""
+    if torch.compiler.is_compiling():
+        return _build_plan(B, H, W, heads, kernel_size, dilation, tile, device, CHUNK_BYTES)
+    return _cached_plan(B, H, W, heads, kernel_size, dilation, tile, device, CHUNK_BYTES)
+
+
+def _bias_table(rpb: Optional[torch.Tensor], heads: int, kernel_size: int, dtype, device) -> torch.Tensor:
+    """(heads or 1, (2k-1)^2 + 1): the flattened bias table plus a -inf entry that masks pairs outside the window."""
+    nb = (2 * kernel_size - 1) ** 2
+    table = torch.zeros((1 if rpb is None else heads, nb + 1), dtype=dtype, device=device)
+    table[:, nb] = float("-inf")
+    if rpb is not None:
+        table[:, :nb] = rpb.flatten(1)
+    return table
+
+
+def _heads_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, heads, D) -> contiguous (B, heads, H*W, D): one copy, after which every tile gather
+    (``x[:, :, tok]``) lands directly in the (B, heads, T, n, D) layout that batched matmuls take."""
+    B, H, W, nh, D = x.shape
+    return x.permute(0, 3, 1, 2, 4).reshape(B, nh, H * W, D)
+
+
+def _to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(B, heads, H*W, D) -> contiguous (B, H, W, heads, D)."""
+    B, nh, _, D = x.shape
+    return x.view(B, nh, H, W, D).permute(0, 2, 3, 1, 4).contiguous()
 
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
@@ -85,91 +129,88 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _scores(qt, kt, bias, scale):
-    """Scores (b, T, heads, M, N) in the bias dtype: matmul in the input dtype, then scale and the masked bias."""
-    return torch.matmul(qt, kt.transpose(-1, -2)).to(bias.dtype).mul_(scale).add_(bias)
+def _gather(x: torch.Tensor, tok: torch.Tensor, T: int) -> torch.Tensor:
+    """(b, heads, H*W, D) at tok (T*n,) -> (b, heads, T, n, D)."""
+    b, nh, _, D = x.shape
+    return x.index_select(2, tok).view(b, nh, T, -1, D)
+
+
+def _probs(qt, kt, bias, scale):
+    """Softmax probabilities (b, heads, T, M, N) in the bias dtype: (scale * q) k^T in the input dtype (the
+    scale applied to the M x D queries, not the M x N scores, as NATTEN 0.14 did), then the bias (-inf
+    outside each query's window) and softmax. Every row has k*k finite scores."""
+    s = torch.matmul(qt * scale, kt.transpose(-1, -2)).to(bias.dtype).add_(bias)
+    return torch.softmax(s, dim=-1)
 
 
 def _forward(q, k, v, kernel_size, dilation, rpb, scale, tile):
     B, H, W, nh, D = q.shape
-    tr, tc, pa, pb, M, N = _layout(q, kernel_size, dilation, tile)
-    qf, kf, vf = (t.reshape(B, H * W, nh, D) for t in (q, k, v))
-    out = torch.zeros((B, H * W, nh, D), dtype=q.dtype, device=q.device)
-    lse = torch.zeros((B, H * W, nh), dtype=_acc_dtype(q), device=q.device)
-    tile_ranges, image_ranges = _plan(B, nh, pa.numel(), M, N)
-    for t0, t1 in tile_ranges:
-        c = _Chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size, rpb, _acc_dtype(q))
-        T = t1 - t0
+    chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
+    table = _bias_table(rpb, nh, kernel_size, _acc_dtype(q), q.device)
+    qh, kh, vh = _heads_first(q), _heads_first(k), _heads_first(v)
+    out = torch.zeros((B, nh, H * W, D), dtype=q.dtype, device=q.device)
+    for c in chunks:
+        T = c.shape[0]
+        bias = table[:, c.bias_index]  # (heads or 1, T, M, N)
         for b0, b1 in image_ranges:
-            qt, kt, vt = _tiles_of(qf[b0:b1], c.qtok), _tiles_of(kf[b0:b1], c.ktok), _tiles_of(vf[b0:b1], c.ktok)
-            s = _scores(qt, kt, c.bias, scale)
-            m = s.logsumexp(-1, keepdim=True)  # (b, T, heads, M, 1); every row has k*k finite scores
-            p = torch.exp(s - m).mul_(c.qvalid)  # clamped duplicate queries contribute nothing
-            o = torch.matmul(p.to(v.dtype), vt)  # (b, T, heads, M, D)
-            nb_ = b1 - b0
-            out[b0:b1].index_add_(1, c.qtok.reshape(-1), o.permute(0, 1, 3, 2, 4).reshape(nb_, T * M, nh, D))
-            lse[b0:b1].index_add_(1, c.qtok.reshape(-1),
-                                  (m.squeeze(-1) * c.qvalid.squeeze(-1)).transpose(2, 3).reshape(nb_, T * M, nh))
-    return out.view(B, H, W, nh, D), lse
+            qt, kt, vt = _gather(qh[b0:b1], c.qtok, T), _gather(kh[b0:b1], c.ktok, T), _gather(vh[b0:b1], c.ktok, T)
+            p = _probs(qt, kt, bias, scale)
+            o = torch.matmul(p.to(v.dtype), vt).mul_(c.qvalid)  # clamped duplicate queries add nothing
+            out[b0:b1].index_add_(2, c.qtok, o.flatten(2, 3))
+    return _to_map(out, H, W)
 
 
-def _backward(do, q, k, v, out, lse, kernel_size, dilation, rpb, scale, tile, need_rpb_grad):
+def _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rpb_grad):
     B, H, W, nh, D = q.shape
-    tr, tc, pa, pb, M, N = _layout(q, kernel_size, dilation, tile)
-    qf, kf, vf = (t.reshape(B, H * W, nh, D) for t in (q, k, v))
-    dof = do.reshape(B, H * W, nh, D)
+    chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
     acc = _acc_dtype(q)
-    delta = (dof.to(acc) * out.reshape(B, H * W, nh, D).to(acc)).sum(-1)  # (B, HW, heads) = rowsum(dO * O)
-    dq = torch.zeros((B, H * W, nh, D), dtype=acc, device=q.device)
+    table = _bias_table(rpb, nh, kernel_size, acc, q.device)
+    qh, kh, vh, doh = _heads_first(q), _heads_first(k), _heads_first(v), _heads_first(do)
+    delta = (doh.to(acc) * _heads_first(out).to(acc)).sum(-1, keepdim=True)  # (B, heads, HW, 1) = rowsum(dO * O)
+    dq = torch.zeros((B, nh, H * W, D), dtype=acc, device=q.device)
     dk = torch.zeros_like(dq)
     dv = torch.zeros_like(dq)
-    drpb = torch.zeros((nh, (2 * kernel_size - 1) ** 2), dtype=acc, device=q.device) if need_rpb_grad else None
-    tile_ranges, image_ranges = _plan(B, nh, pa.numel(), M, N)
-    for t0, t1 in tile_ranges:
-        c = _Chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size, rpb, acc)
-        T = t1 - t0
-        qidx, kidx = c.qtok.reshape(-1), c.ktok.reshape(-1)
+    # one extra bin collects the pairs outside the windows (their dS is 0 anyway) and is dropped
+    drpb = torch.zeros((nh, table.shape[1]), dtype=acc, device=q.device) if need_rpb_grad else None
+    for c in chunks:
+        T = c.shape[0]
+        bias = table[:, c.bias_index]
         for b0, b1 in image_ranges:
-            nb_ = b1 - b0
-            qt, kt, vt = _tiles_of(qf[b0:b1], c.qtok), _tiles_of(kf[b0:b1], c.ktok), _tiles_of(vf[b0:b1], c.ktok)
-            dot = _tiles_of(dof[b0:b1], c.qtok)
-            s = _scores(qt, kt, c.bias, scale)
-            lse_t = lse[b0:b1][:, c.qtok].transpose(2, 3).unsqueeze(-1)  # (b, T, heads, M, 1)
-            p = torch.exp(s - lse_t).mul_(c.qvalid)
+            qt, kt, vt = _gather(qh[b0:b1], c.qtok, T), _gather(kh[b0:b1], c.ktok, T), _gather(vh[b0:b1], c.ktok, T)
+            # Clamped duplicate queries get dO = 0 and Delta = 0, hence dS = 0: they add nothing to any sum.
+            dot = _gather(doh[b0:b1], c.qtok, T).mul_(c.qvalid)
+            p = _probs(qt, kt, bias, scale)  # recomputed exactly as in the forward
             dp = torch.matmul(dot, vt.transpose(-1, -2)).to(acc)
-            ds = p * (dp - delta[b0:b1][:, c.qtok].transpose(2, 3).unsqueeze(-1))  # dL/d(score)
-            dv_t = torch.matmul(p.transpose(-1, -2).to(do.dtype), dot)  # (b, T, heads, N, D)
-            dk_t = torch.matmul(ds.transpose(-1, -2).to(q.dtype), qt)
-            dq_t = torch.matmul(ds.to(k.dtype), kt)  # (b, T, heads, M, D)
-            dv[b0:b1].index_add_(1, kidx, dv_t.permute(0, 1, 3, 2, 4).reshape(nb_, T * N, nh, D).to(acc))
-            dk[b0:b1].index_add_(1, kidx, dk_t.permute(0, 1, 3, 2, 4).reshape(nb_, T * N, nh, D).to(acc))
-            dq[b0:b1].index_add_(1, qidx, dq_t.permute(0, 1, 3, 2, 4).reshape(nb_, T * M, nh, D).to(acc))
+            dv[b0:b1].index_add_(2, c.ktok, torch.matmul(p.transpose(-1, -2).to(do.dtype), dot).flatten(2, 3).to(acc))
+            delta_t = _gather(delta[b0:b1], c.qtok, T).mul_(c.qvalid)
+            ds = p.mul_(dp.sub_(delta_t))  # dL/d(score) = P (dP - Delta), in place of P
+            dk[b0:b1].index_add_(2, c.ktok, torch.matmul(ds.transpose(-1, -2).to(q.dtype), qt).flatten(2, 3).to(acc))
+            dq[b0:b1].index_add_(2, c.qtok, torch.matmul(ds.to(k.dtype), kt).flatten(2, 3).to(acc))
             if drpb is not None:
-                # masked pairs have dS = 0 exactly, so their (clamped) bias index adds nothing
-                drpb.index_add_(1, c.bias_index.reshape(-1), ds.sum(0).transpose(0, 1).reshape(nh, -1))
-    shape = (B, H, W, nh, D)
-    dq = dq.mul_(scale).view(shape).to(q.dtype)
-    dk = dk.mul_(scale).view(shape).to(k.dtype)
-    dv = dv.view(shape).to(v.dtype)
+                # pairs outside the windows have dS = 0 exactly and land in the extra -inf bin
+                drpb.index_add_(1, c.bias_index.flatten(), ds.sum(0).flatten(1))
+    dq = _to_map(dq.mul_(scale), H, W).to(q.dtype)
+    dk = _to_map(dk.mul_(scale), H, W).to(k.dtype)
+    dv = _to_map(dv, H, W).to(v.dtype)
     if drpb is not None:
-        drpb = drpb.view(rpb.shape).to(rpb.dtype)
+        drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
     return dq, dk, dv, drpb
 
 
 class _NeighborhoodAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel_size, dilation, scale, tile):
-        out, lse = _forward(q, k, v, kernel_size, dilation, rpb, scale, tile)
-        ctx.save_for_backward(q, k, v, rpb, out, lse)
+        out = _forward(q, k, v, kernel_size, dilation, rpb, scale, tile)
+        ctx.save_for_backward(q, k, v, rpb, out)
         ctx.args = (kernel_size, dilation, scale, tile)
         return out
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, rpb, out, lse = ctx.saved_tensors
+        q, k, v, rpb, out = ctx.saved_tensors
         kernel_size, dilation, scale, tile = ctx.args
         need_rpb_grad = rpb is not None and ctx.needs_input_grad[3]
-        dq, dk, dv, drpb = _backward(do, q, k, v, out, lse, kernel_size, dilation, rpb, scale, tile, need_rpb_grad)
+        dq, dk, dv, drpb = _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rpb_grad)
         return dq, dk, dv, drpb, None, None, None, None
 
 
