@@ -47,11 +47,21 @@ def _validate(q, k, v, rpb, kernel_size, dilation):
     return kernel_size, dilation
 
 
-def _triton_unsupported(q: torch.Tensor) -> Optional[str]:
+def _triton_has_gather() -> bool:
+    try:
+        import triton.language as tl
+    except Exception:
+        return True  # no triton at all: choose_backend reports that itself
+    return hasattr(tl, "gather")
+
+
+def _triton_unsupported(q: torch.Tensor, rpb: Optional[torch.Tensor]) -> Optional[str]:
     if q.dtype not in TRITON_DTYPES:
         return f"dtype {q.dtype} (supported: float16, bfloat16, float32)"
     if q.shape[-1] > TRITON_MAX_HEAD_DIM:
         return f"head_dim {q.shape[-1]} > {TRITON_MAX_HEAD_DIM}"
+    if rpb is not None and rpb.requires_grad and torch.is_grad_enabled() and not _triton_has_gather():
+        return "a gradient for rpb needs tl.gather (triton >= 3.2)"
     return None
 
 
@@ -87,7 +97,7 @@ def neighborhood_attention(
     kernel_size, dilation = _validate(q, k, v, rpb, kernel_size, dilation)
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    backend = choose_backend(OP, q, k, v, triton_supported=_triton_unsupported(q))
+    backend = choose_backend(OP, q, k, v, triton_supported=_triton_unsupported(q, rpb))
     if backend == "triton":
         from .triton_kernel import neighborhood_attention_triton  # imported lazily, like window_attention's
         return neighborhood_attention_triton(q, k, v, kernel_size, dilation, rpb, scale)
