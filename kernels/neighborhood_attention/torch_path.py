@@ -26,7 +26,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 
-from .._neighborhood import axis_tiles
+from .._neighborhood import axis_tiles, sublattice_length
 
 TILE = 8
 CHUNK_BYTES = 32 * 2 ** 20  # fp32 scores of one chunk (the probabilities, masks, dS are of the same size)
@@ -37,11 +37,19 @@ class _Chunk(NamedTuple):
     qtok: torch.Tensor  # (T*M,) flat token index of each tile query (clamped duplicates included)
     qvalid: torch.Tensor  # (T, M, 1) bool: False for clamped duplicates
     ktok: torch.Tensor  # (T*N,) flat token index of each halo key
-    bias_index: torch.Tensor  # (T, M, N) index into the bias table padded with -inf: (2k-1)^2 outside the window
+    bias_index: torch.Tensor  # (T*M*N,) index into the bias table padded with -inf: (2k-1)^2 outside the window
     shape: Tuple[int, int, int]  # (T, M, N)
+    duplicates: bool  # whether any tile of the map holds clamped duplicate queries (shape arithmetic only)
 
 
-def _chunk(tr, tc, a, b, width: int, kernel_size: int) -> _Chunk:
+def _has_duplicates(length: int, dilation: int, tile: int) -> bool:
+    """Whether some tile holds clamped positions: every class gets ceil(longest / tile) tiles, so a class
+    whose length is not exactly that many tiles has clamped duplicates (shape arithmetic only)."""
+    per_class = -(-sublattice_length(length, dilation, 0) // tile)
+    return any(sublattice_length(length, dilation, r) != per_class * tile for r in range(dilation))
+
+
+def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool) -> _Chunk:
     T = a.numel()
     M = tr.query.shape[1] * tc.query.shape[1]
     N = tr.halo.shape[1] * tc.halo.shape[1]
@@ -52,8 +60,9 @@ def _chunk(tr, tc, a, b, width: int, kernel_size: int) -> _Chunk:
         qtok=(tr.query[a][:, :, None] * width + tc.query[b][:, None, :]).reshape(T * M),
         qvalid=(tr.query_valid[a][:, :, None] & tc.query_valid[b][:, None, :]).reshape(T, M, 1),
         ktok=(tr.halo[a][:, :, None] * width + tc.halo[b][:, None, :]).reshape(T * N),
-        bias_index=bias_index.masked_fill_(~allowed, nb * nb),
+        bias_index=bias_index.masked_fill_(~allowed, nb * nb).reshape(T * M * N),
         shape=(T, M, N),
+        duplicates=duplicates,
     )
 
 
@@ -87,7 +96,8 @@ def _build_plan(B, H, W, heads, kernel_size, dilation, tile, device, budget
     q = torch.empty((B, H, W, heads, 1), device=device)  # shapes only
     tr, tc, pa, pb, M, N = _layout(q, kernel_size, dilation, tile)
     tile_ranges, image_ranges = _plan(B, heads, pa.numel(), M, N, budget)
-    return [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size) for t0, t1 in tile_ranges], image_ranges
+    duplicates = (_has_duplicates(H, dilation, tr.query.shape[1]) or _has_duplicates(W, dilation, tc.query.shape[1]))
+    return [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size, duplicates) for t0, t1 in tile_ranges], image_ranges
 
 
 _cached_plan = functools.lru_cache(maxsize=16)(_build_plan)
@@ -111,11 +121,17 @@ def _bias_table(rpb: Optional[torch.Tensor], heads: int, kernel_size: int, dtype
     return table
 
 
-def _heads_first(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, heads, D) -> contiguous (B, heads, H*W, D): one copy, after which every tile gather
-    (``x[:, :, tok]``) lands directly in the (B, heads, T, n, D) layout that batched matmuls take."""
+def _heads_first(x: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+    """(B, H, W, heads, D) -> contiguous (B, heads, H*W, D), times ``scale`` if given, in one pass; every tile
+    gather (``index_select`` on dim 2) then lands directly in the (B, heads, T, n, D) layout batched matmuls take."""
     B, H, W, nh, D = x.shape
-    return x.permute(0, 3, 1, 2, 4).reshape(B, nh, H * W, D)
+    out = torch.empty((B, nh, H * W, D), dtype=x.dtype, device=x.device)
+    src = x.permute(0, 3, 1, 2, 4)
+    if scale is None:
+        out.view(B, nh, H, W, D).copy_(src)
+    else:
+        torch.mul(src, scale, out=out.view(B, nh, H, W, D))
+    return out
 
 
 def _to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
@@ -135,28 +151,36 @@ def _gather(x: torch.Tensor, tok: torch.Tensor, T: int) -> torch.Tensor:
     return x.index_select(2, tok).view(b, nh, T, -1, D)
 
 
-def _probs(qt, kt, bias, scale):
-    """Softmax probabilities (b, heads, T, M, N) in the bias dtype: (scale * q) k^T in the input dtype (the
-    scale applied to the M x D queries, not the M x N scores, as NATTEN 0.14 did), then the bias (-inf
-    outside each query's window) and softmax. Every row has k*k finite scores."""
-    s = torch.matmul(qt * scale, kt.transpose(-1, -2)).to(bias.dtype).add_(bias)
+def _probs(qt, kt, bias):
+    """Softmax probabilities (b, heads, T, M, N) in the bias dtype from pre-scaled queries (the scale applied
+    to the queries, as NATTEN 0.14 did), keys in the input dtype, and the bias (-inf outside each query's
+    window). Every row has k*k finite scores."""
+    s = torch.matmul(qt, kt.transpose(-1, -2)).to(bias.dtype).add_(bias)
     return torch.softmax(s, dim=-1)
+
+
+def _bias(table: torch.Tensor, c: _Chunk) -> torch.Tensor:
+    return table.index_select(1, c.bias_index).view(table.shape[0], *c.shape)  # (heads or 1, T, M, N)
 
 
 def _forward(q, k, v, kernel_size, dilation, rpb, scale, tile):
     B, H, W, nh, D = q.shape
     chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
     table = _bias_table(rpb, nh, kernel_size, _acc_dtype(q), q.device)
-    qh, kh, vh = _heads_first(q), _heads_first(k), _heads_first(v)
-    out = torch.zeros((B, nh, H * W, D), dtype=q.dtype, device=q.device)
+    qh, kh, vh = _heads_first(q, scale), _heads_first(k), _heads_first(v)
+    # every query is in exactly one tile unless tiles hold clamped duplicates: then accumulate, masked
+    duplicates = chunks[0].duplicates
+    out = (torch.zeros if duplicates else torch.empty)((B, nh, H * W, D), dtype=q.dtype, device=q.device)
     for c in chunks:
         T = c.shape[0]
-        bias = table[:, c.bias_index]  # (heads or 1, T, M, N)
+        bias = _bias(table, c)
         for b0, b1 in image_ranges:
             qt, kt, vt = _gather(qh[b0:b1], c.qtok, T), _gather(kh[b0:b1], c.ktok, T), _gather(vh[b0:b1], c.ktok, T)
-            p = _probs(qt, kt, bias, scale)
-            o = torch.matmul(p.to(v.dtype), vt).mul_(c.qvalid)  # clamped duplicate queries add nothing
-            out[b0:b1].index_add_(2, c.qtok, o.flatten(2, 3))
+            o = torch.matmul(_probs(qt, kt, bias).to(v.dtype), vt).flatten(2, 3)
+            if duplicates:
+                out[b0:b1].index_add_(2, c.qtok, o.view(qt.shape).mul_(c.qvalid).flatten(2, 3))
+            else:
+                out[b0:b1].index_copy_(2, c.qtok, o)
     return _to_map(out, H, W)
 
 
@@ -165,32 +189,40 @@ def _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rp
     chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
     acc = _acc_dtype(q)
     table = _bias_table(rpb, nh, kernel_size, acc, q.device)
-    qh, kh, vh, doh = _heads_first(q), _heads_first(k), _heads_first(v), _heads_first(do)
+    qh, kh, vh, doh = _heads_first(q, scale), _heads_first(k), _heads_first(v), _heads_first(do)
     delta = (doh.to(acc) * _heads_first(out).to(acc)).sum(-1, keepdim=True)  # (B, heads, HW, 1) = rowsum(dO * O)
-    dq = torch.zeros((B, nh, H * W, D), dtype=acc, device=q.device)
-    dk = torch.zeros_like(dq)
-    dv = torch.zeros_like(dq)
+    duplicates = chunks[0].duplicates
+    dq = (torch.zeros if duplicates else torch.empty)((B, nh, H * W, D), dtype=acc, device=q.device)
+    dk = torch.zeros((B, nh, H * W, D), dtype=acc, device=q.device)
+    dv = torch.zeros_like(dk)
     # one extra bin collects the pairs outside the windows (their dS is 0 anyway) and is dropped
     drpb = torch.zeros((nh, table.shape[1]), dtype=acc, device=q.device) if need_rpb_grad else None
     for c in chunks:
         T = c.shape[0]
-        bias = table[:, c.bias_index]
+        bias = _bias(table, c)
         for b0, b1 in image_ranges:
             qt, kt, vt = _gather(qh[b0:b1], c.qtok, T), _gather(kh[b0:b1], c.ktok, T), _gather(vh[b0:b1], c.ktok, T)
-            # Clamped duplicate queries get dO = 0 and Delta = 0, hence dS = 0: they add nothing to any sum.
-            dot = _gather(doh[b0:b1], c.qtok, T).mul_(c.qvalid)
-            p = _probs(qt, kt, bias, scale)  # recomputed exactly as in the forward
+            dot = _gather(doh[b0:b1], c.qtok, T)
+            delta_t = _gather(delta[b0:b1], c.qtok, T)
+            if duplicates:  # clamped duplicate queries get dO = 0 and Delta = 0, hence dS = 0: they add nothing
+                dot = dot.mul_(c.qvalid)
+                delta_t = delta_t.mul_(c.qvalid)
+            p = _probs(qt, kt, bias)  # recomputed exactly as in the forward
             dp = torch.matmul(dot, vt.transpose(-1, -2)).to(acc)
             dv[b0:b1].index_add_(2, c.ktok, torch.matmul(p.transpose(-1, -2).to(do.dtype), dot).flatten(2, 3).to(acc))
-            delta_t = _gather(delta[b0:b1], c.qtok, T).mul_(c.qvalid)
             ds = p.mul_(dp.sub_(delta_t))  # dL/d(score) = P (dP - Delta), in place of P
+            # the queries were pre-scaled: dS^T (scale q) is already dK
             dk[b0:b1].index_add_(2, c.ktok, torch.matmul(ds.transpose(-1, -2).to(q.dtype), qt).flatten(2, 3).to(acc))
-            dq[b0:b1].index_add_(2, c.qtok, torch.matmul(ds.to(k.dtype), kt).flatten(2, 3).to(acc))
+            dq_t = torch.matmul(ds.to(k.dtype), kt).flatten(2, 3).to(acc)
+            if duplicates:
+                dq[b0:b1].index_add_(2, c.qtok, dq_t)
+            else:
+                dq[b0:b1].index_copy_(2, c.qtok, dq_t)
             if drpb is not None:
                 # pairs outside the windows have dS = 0 exactly and land in the extra -inf bin
-                drpb.index_add_(1, c.bias_index.flatten(), ds.sum(0).flatten(1))
+                drpb.index_add_(1, c.bias_index, ds.sum(0).flatten(1))
     dq = _to_map(dq.mul_(scale), H, W).to(q.dtype)
-    dk = _to_map(dk.mul_(scale), H, W).to(k.dtype)
+    dk = _to_map(dk, H, W).to(k.dtype)
     dv = _to_map(dv, H, W).to(v.dtype)
     if drpb is not None:
         drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
