@@ -40,6 +40,7 @@ class _Chunk(NamedTuple):
     bias_index: torch.Tensor  # (T*M*N,) index into the bias table padded with -inf: (2k-1)^2 outside the window
     shape: Tuple[int, int, int]  # (T, M, N)
     duplicates: bool  # whether any tile of the map holds clamped duplicate queries (shape arithmetic only)
+    disjoint: bool  # whether every key lies in exactly one halo (each class is one tile and its own halo)
 
 
 def _has_duplicates(length: int, dilation: int, tile: int) -> bool:
@@ -49,7 +50,7 @@ def _has_duplicates(length: int, dilation: int, tile: int) -> bool:
     return any(sublattice_length(length, dilation, r) != per_class * tile for r in range(dilation))
 
 
-def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool) -> _Chunk:
+def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool, disjoint: bool) -> _Chunk:
     T = a.numel()
     M = tr.query.shape[1] * tc.query.shape[1]
     N = tr.halo.shape[1] * tc.halo.shape[1]
@@ -63,6 +64,7 @@ def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool) -> _Chu
         bias_index=bias_index.masked_fill_(~allowed, nb * nb).reshape(T * M * N),
         shape=(T, M, N),
         duplicates=duplicates,
+        disjoint=disjoint,
     )
 
 
@@ -97,7 +99,10 @@ def _build_plan(B, H, W, heads, kernel_size, dilation, tile, device, budget
     tr, tc, pa, pb, M, N = _layout(q, kernel_size, dilation, tile)
     tile_ranges, image_ranges = _plan(B, heads, pa.numel(), M, N, budget)
     duplicates = (_has_duplicates(H, dilation, tr.query.shape[1]) or _has_duplicates(W, dilation, tc.query.shape[1]))
-    return [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size, duplicates) for t0, t1 in tile_ranges], image_ranges
+    # halo == tile on both axes means one tile per class whose halo is the class (e.g. 7x7 classes at d = 8 on 56)
+    disjoint = not duplicates and tr.halo.shape[1] == tr.query.shape[1] and tc.halo.shape[1] == tc.query.shape[1]
+    chunks = [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size, duplicates, disjoint) for t0, t1 in tile_ranges]
+    return chunks, image_ranges
 
 
 _cached_plan = functools.lru_cache(maxsize=16)(_build_plan)
@@ -163,11 +168,12 @@ def _bias(table: torch.Tensor, c: _Chunk) -> torch.Tensor:
     return table.index_select(1, c.bias_index).view(table.shape[0], *c.shape)  # (heads or 1, T, M, N)
 
 
-def _forward(q, k, v, kernel_size, dilation, rpb, scale, tile):
-    B, H, W, nh, D = q.shape
+def _forward(qh, kh, vh, H, W, kernel_size, dilation, rpb, tile):
+    """qh (pre-scaled), kh, vh: (B, heads, H*W, D) from :func:`_heads_first`. Returns (B, H, W, heads, D)."""
+    B, nh, _, D = qh.shape
+    q = qh
     chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
     table = _bias_table(rpb, nh, kernel_size, _acc_dtype(q), q.device)
-    qh, kh, vh = _heads_first(q, scale), _heads_first(k), _heads_first(v)
     # every query is in exactly one tile unless tiles hold clamped duplicates: then accumulate, masked
     duplicates = chunks[0].duplicates
     out = (torch.zeros if duplicates else torch.empty)((B, nh, H * W, D), dtype=q.dtype, device=q.device)
@@ -176,7 +182,7 @@ def _forward(q, k, v, kernel_size, dilation, rpb, scale, tile):
         bias = _bias(table, c)
         for b0, b1 in image_ranges:
             qt, kt, vt = _gather(qh[b0:b1], c.qtok, T), _gather(kh[b0:b1], c.ktok, T), _gather(vh[b0:b1], c.ktok, T)
-            o = torch.matmul(_probs(qt, kt, bias).to(v.dtype), vt).flatten(2, 3)
+            o = torch.matmul(_probs(qt, kt, bias).to(vh.dtype), vt).flatten(2, 3)
             if duplicates:
                 out[b0:b1].index_add_(2, c.qtok, o.view(qt.shape).mul_(c.qvalid).flatten(2, 3))
             else:
@@ -184,17 +190,22 @@ def _forward(q, k, v, kernel_size, dilation, rpb, scale, tile):
     return _to_map(out, H, W)
 
 
-def _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rpb_grad):
-    B, H, W, nh, D = q.shape
+def _backward(do, qh, kh, vh, out, kernel_size, dilation, rpb, scale, tile, need_rpb_grad):
+    """do, out: (B, H, W, heads, D); qh (pre-scaled), kh, vh: the forward's heads-first copies."""
+    B, H, W, nh, D = do.shape
+    q = qh
     chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
     acc = _acc_dtype(q)
     table = _bias_table(rpb, nh, kernel_size, acc, q.device)
-    qh, kh, vh, doh = _heads_first(q, scale), _heads_first(k), _heads_first(v), _heads_first(do)
-    delta = (doh.to(acc) * _heads_first(out).to(acc)).sum(-1, keepdim=True)  # (B, heads, HW, 1) = rowsum(dO * O)
-    duplicates = chunks[0].duplicates
+    doh = _heads_first(do)
+    # Delta = rowsum(dO * O), computed in the map layout (no heads-first copy of O), then (B, heads, HW, 1)
+    delta = (do.to(acc) * out.to(acc)).sum(-1).permute(0, 3, 1, 2).reshape(B, nh, H * W, 1)
+    duplicates, disjoint = chunks[0].duplicates, chunks[0].disjoint
+    # every query (key) is written by exactly one tile (halo) unless duplicates (overlapping halos): then accumulate
     dq = (torch.zeros if duplicates else torch.empty)((B, nh, H * W, D), dtype=acc, device=q.device)
-    dk = torch.zeros((B, nh, H * W, D), dtype=acc, device=q.device)
-    dv = torch.zeros_like(dk)
+    dk = (torch.empty if disjoint else torch.zeros)((B, nh, H * W, D), dtype=acc, device=q.device)
+    dv = torch.empty_like(dk) if disjoint else torch.zeros_like(dk)
+    add_kv = torch.Tensor.index_copy_ if disjoint else torch.Tensor.index_add_
     # one extra bin collects the pairs outside the windows (their dS is 0 anyway) and is dropped
     drpb = torch.zeros((nh, table.shape[1]), dtype=acc, device=q.device) if need_rpb_grad else None
     for c in chunks:
@@ -209,11 +220,11 @@ def _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rp
                 delta_t = delta_t.mul_(c.qvalid)
             p = _probs(qt, kt, bias)  # recomputed exactly as in the forward
             dp = torch.matmul(dot, vt.transpose(-1, -2)).to(acc)
-            dv[b0:b1].index_add_(2, c.ktok, torch.matmul(p.transpose(-1, -2).to(do.dtype), dot).flatten(2, 3).to(acc))
+            add_kv(dv[b0:b1], 2, c.ktok, torch.matmul(p.transpose(-1, -2).to(do.dtype), dot).flatten(2, 3).to(acc))
             ds = p.mul_(dp.sub_(delta_t))  # dL/d(score) = P (dP - Delta), in place of P
             # the queries were pre-scaled: dS^T (scale q) is already dK
-            dk[b0:b1].index_add_(2, c.ktok, torch.matmul(ds.transpose(-1, -2).to(q.dtype), qt).flatten(2, 3).to(acc))
-            dq_t = torch.matmul(ds.to(k.dtype), kt).flatten(2, 3).to(acc)
+            add_kv(dk[b0:b1], 2, c.ktok, torch.matmul(ds.transpose(-1, -2).to(q.dtype), qt).flatten(2, 3).to(acc))
+            dq_t = torch.matmul(ds.to(kh.dtype), kt).flatten(2, 3).to(acc)
             if duplicates:
                 dq[b0:b1].index_add_(2, c.qtok, dq_t)
             else:
@@ -221,9 +232,9 @@ def _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rp
             if drpb is not None:
                 # pairs outside the windows have dS = 0 exactly and land in the extra -inf bin
                 drpb.index_add_(1, c.bias_index, ds.sum(0).flatten(1))
-    dq = _to_map(dq.mul_(scale), H, W).to(q.dtype)
-    dk = _to_map(dk, H, W).to(k.dtype)
-    dv = _to_map(dv, H, W).to(v.dtype)
+    dq = _to_map(dq.mul_(scale), H, W).to(do.dtype)
+    dk = _to_map(dk, H, W).to(do.dtype)
+    dv = _to_map(dv, H, W).to(do.dtype)
     if drpb is not None:
         drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
     return dq, dk, dv, drpb
@@ -232,18 +243,23 @@ def _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rp
 class _NeighborhoodAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel_size, dilation, scale, tile):
-        out = _forward(q, k, v, kernel_size, dilation, rpb, scale, tile)
-        ctx.save_for_backward(q, k, v, rpb, out)
+        _, H, W, _, _ = q.shape
+        # The heads-first copies are saved instead of q, k, v (the same memory when q, k, v are views of one
+        # fused qkv, which saving them keeps alive), so the backward does not copy them again.
+        qh, kh, vh = _heads_first(q, scale), _heads_first(k), _heads_first(v)
+        out = _forward(qh, kh, vh, H, W, kernel_size, dilation, rpb, tile)
+        ctx.save_for_backward(qh, kh, vh, rpb, out)
         ctx.args = (kernel_size, dilation, scale, tile)
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype)
         return out
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, rpb, out = ctx.saved_tensors
+        qh, kh, vh, rpb, out = ctx.saved_tensors
         kernel_size, dilation, scale, tile = ctx.args
         need_rpb_grad = rpb is not None and ctx.needs_input_grad[3]
-        dq, dk, dv, drpb = _backward(do, q, k, v, out, kernel_size, dilation, rpb, scale, tile, need_rpb_grad)
-        return dq, dk, dv, drpb, None, None, None, None
+        dq, dk, dv, drpb = _backward(do, qh, kh, vh, out, kernel_size, dilation, rpb, scale, tile, need_rpb_grad)
+        return dq.to(ctx.dtypes[0]), dk.to(ctx.dtypes[1]), dv.to(ctx.dtypes[2]), drpb, None, None, None, None
 
 
 def neighborhood_attention_torch(

@@ -221,6 +221,8 @@ def na_shapes(draw):
 @settings(deadline=None, max_examples=40)  # ~3 s on 2 idle cores
 # a class with fewer tiles than the longest one (W = 3, d = 2, tile 1): a whole tile of clamped duplicates
 @example(shape=(2, 3, 1, 2), B=1, heads=1, D=1, with_rpb=True, tile=1, layout="fused", dtype=torch.float64, seed=0)
+# every class is one tile and its own halo (H = W = k*d): keys and queries written once, no accumulation
+@example(shape=(6, 6, 3, 2), B=2, heads=2, D=3, with_rpb=True, tile=8, layout="fused", dtype=torch.float64, seed=0)
 @given(shape=na_shapes(), B=st.integers(1, 2), heads=st.integers(1, 3), D=st.integers(1, 20),
        with_rpb=st.booleans(), tile=st.sampled_from([1, 3, 8]),
        layout=st.sampled_from(["fused", "permuted", "contiguous"]), dtype=st.sampled_from([torch.float32, torch.float64]),
