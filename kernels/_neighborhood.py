@@ -51,7 +51,7 @@ of a shorter class are clamped (:func:`axis_tiles`), and validity masks say whic
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 
@@ -94,7 +94,8 @@ def check_neighborhood(op: str, kernel_size, dilation, height: int, width: int) 
 # -------------------------------------------------------------------------- scalar rule (Python ints)
 
 def sublattice_length(length: int, dilation: int, residue: int) -> int:
-    """Number of map indices ``i < length`` with ``i % dilation == residue``: ``ceil((length - residue) / dilation)``."""
+    """Number of map indices ``i < length`` with ``i % dilation == residue``:
+    ``ceil((length - residue) / dilation)``."""
     return (length - residue + dilation - 1) // dilation
 
 
@@ -133,13 +134,15 @@ def axis_neighbors(length: int, kernel_size: int, dilation: int = 1, device=None
 
 
 def axis_rpb_index(length: int, kernel_size: int, dilation: int = 1, device=None) -> torch.Tensor:
-    """(length, kernel_size) int64 in ``0 .. 2k-2``: bias-table index of (index, slot t), ``(key - query) / d + k - 1``."""
+    """(length, kernel_size) int64 in ``0 .. 2k-2``: bias-table index of (index, slot t),
+    ``(key - query) / d + k - 1``."""
     nbr = axis_neighbors(length, kernel_size, dilation, device)
     i = torch.arange(length, device=device)
     return torch.div(nbr - i[:, None], dilation, rounding_mode="floor") + kernel_size - 1
 
 
-def axis_inverse_range(length: int, kernel_size: int, dilation: int = 1, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+def axis_inverse_range(length: int, kernel_size: int, dilation: int = 1,
+                       device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(first, last)``, each (length,) int64 map indices: the queries whose window holds key j are
     ``first[j], first[j] + d, ..., last[j]`` (inclusive)."""
     r, s, sub_len = _axis_sub(length, dilation, device)

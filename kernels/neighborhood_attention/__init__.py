@@ -43,7 +43,8 @@ def _validate(q, k, v, rpb, kernel_size, dilation):
             raise ValueError(f"{OP}: rpb must have shape (heads, 2*kernel_size-1, 2*kernel_size-1) = {expected}, "
                              f"got {tuple(rpb.shape)}")
         if not rpb.is_floating_point() or rpb.device != q.device:
-            raise ValueError(f"{OP}: rpb must be a floating point tensor on {q.device}, got {rpb.dtype} on {rpb.device}")
+            raise ValueError(f"{OP}: rpb must be a floating point tensor on {q.device}, "
+                             f"got {rpb.dtype} on {rpb.device}")
     return kernel_size, dilation
 
 
