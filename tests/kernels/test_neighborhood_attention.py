@@ -267,7 +267,7 @@ def test_torch_path_half_precision(dtype):
 TRITON_CASES = [
     # id: (B, H, W, heads, D, kernel_size, dilation, rpb: None | "grad" | "strided" (with grad) | "const", layout)
     pytest.param((1, 9, 11, 2, 5, 3, 2, "grad", "fused"), id="9x11-k3-d2-hd5-rpb"),
-    pytest.param((1, 19, 21, 1, 16, 5, 1, "strided", "fused"), id="19x21-k5-d1-multitile-stridedrpb"),
+    pytest.param((1, 17, 10, 1, 16, 5, 1, "strided", "fused"), id="17x10-k5-d1-multitile-stridedrpb"),
     pytest.param((1, 13, 10, 1, 24, 3, 3, None, "permuted"), id="13x10-k3-d3-hd24-norpb-perm"),
     pytest.param((1, 7, 9, 1, 8, 7, 1, "const", "fused"), id="7x9-k7-constrpb"),
 ]
@@ -286,6 +286,16 @@ def test_triton_matches_reference(case, dtype):
     rpb = None if rpb_kind is None else make_rpb(heads, kernel_size, rpb_kind != "const", device=TRITON_DEVICE,
                                                  strided=rpb_kind == "strided")
     check_against_reference("triton", q, k, v, kernel_size, dilation, rpb, 1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("case", [(4, 5, 1, 2), (10, 9, 9, 1)], ids=["k1-d2", "k9-17x17-bias-bins"])
+def test_triton_kernel_size_extremes(case):
+    """k = 1 (one bias bin) and k = 9 (289 bias bins: several gathered bin blocks, a padded block skipped)."""
+    H, W, kernel_size, dilation = case
+    q, k, v = make_qkv(1, H, W, 1, 8, device=TRITON_DEVICE)
+    check_against_reference("triton", q, k, v, kernel_size, dilation, make_rpb(1, kernel_size, device=TRITON_DEVICE),
+                            1e-5)  # fp32, see test_triton_matches_reference
 
 
 @needs_triton
