@@ -184,12 +184,16 @@ class AxisTiles(NamedTuple):
     * ``in_window`` (n, tile, halo) bool: halo key u is in the window of query position i (never true for
       a clamped halo entry; true for exactly k entries per query row, duplicates of valid queries included).
     * ``rpb`` (n, tile, halo) int64: bias-table index of the pair, clamped to ``0 .. 2k-2`` where not in window.
+    * ``slot`` (n, tile, halo) int64: the pair's slot t along this axis (key = window start + t), clamped to
+      ``0 .. k-1`` where not in window; the 2D slot is ``slot_row * k + slot_col`` (for weights given per slot,
+      as ``na2d_av`` takes them: ``w[..., slot]`` scattered onto the halo).
     """
     query: torch.Tensor
     query_valid: torch.Tensor
     halo: torch.Tensor
     in_window: torch.Tensor
     rpb: torch.Tensor
+    slot: torch.Tensor
 
 
 def tiles_per_class(length: int, kernel_size: int, dilation: int, tile: int) -> Tuple[int, int, int]:
@@ -219,8 +223,9 @@ def axis_tiles(length: int, kernel_size: int, dilation: int = 1, tile: int = 8, 
     s = start[:, :1] + torch.arange(halo, device=device)  # (n, halo) unclamped key positions
     in_window = (s[:, None, :] >= start[:, :, None]) & (s[:, None, :] < start[:, :, None] + kernel_size)
     rpb = (s[:, None, :] - p[:, :, None] + kernel_size - 1).clamp(0, 2 * kernel_size - 2)
+    slot = (s[:, None, :] - start[:, :, None]).clamp(0, kernel_size - 1)
     s = torch.minimum(s, sub_len[:, None] - 1)
-    return AxisTiles(r[:, None] + dilation * p, query_valid, r[:, None] + dilation * s, in_window, rpb)
+    return AxisTiles(r[:, None] + dilation * p, query_valid, r[:, None] + dilation * s, in_window, rpb, slot)
 
 
 # ------------------------------------------------------------------------------------------ Triton helpers

@@ -132,6 +132,7 @@ def test_axis_tiles_cover_every_query_once_with_its_window(case, tile):
             keys = t.halo[a][t.in_window[a, i]].tolist()
             assert keys == nbr[q].tolist(), (a, i, q)
             assert t.rpb[a, i][t.in_window[a, i]].tolist() == rpb[q].tolist()
+            assert t.slot[a, i][t.in_window[a, i]].tolist() == list(range(k))
     assert sorted(seen) == list(range(n))
     assert ((t.rpb >= 0) & (t.rpb <= 2 * k - 2)).all()
     assert ((t.halo >= 0) & (t.halo < n)).all() and ((t.query >= 0) & (t.query < n)).all()
