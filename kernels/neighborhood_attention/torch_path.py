@@ -41,6 +41,7 @@ class _Chunk(NamedTuple):
     shape: Tuple[int, int, int]  # (T, M, N)
     duplicates: bool  # whether any tile of the map holds clamped duplicate queries (shape arithmetic only)
     disjoint: bool  # whether every key lies in exactly one halo (each class is one tile and its own halo)
+    span: Optional[Tuple[int, int]]  # blocked layout only: the chunk's tokens are this range (queries = keys)
 
 
 def _has_duplicates(length: int, dilation: int, tile: int) -> bool:
@@ -50,7 +51,8 @@ def _has_duplicates(length: int, dilation: int, tile: int) -> bool:
     return any(sublattice_length(length, dilation, r) != per_class * tile for r in range(dilation))
 
 
-def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool, disjoint: bool) -> _Chunk:
+def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool, disjoint: bool,
+           span: Optional[Tuple[int, int]]) -> _Chunk:
     T = a.numel()
     M = tr.query.shape[1] * tc.query.shape[1]
     N = tr.halo.shape[1] * tc.halo.shape[1]
@@ -65,6 +67,7 @@ def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool, disjoin
         shape=(T, M, N),
         duplicates=duplicates,
         disjoint=disjoint,
+        span=span,
     )
 
 
@@ -93,16 +96,24 @@ def _layout(q: torch.Tensor, kernel_size: int, dilation: int, tile: int):
     return tr, tc, pairs // nB, pairs % nB, M, N
 
 
+Blocked = Optional[Tuple[int, int, int]]  # (d, H / d, W / d) when the class-major layout is used
+
+
 def _build_plan(B, H, W, heads, kernel_size, dilation, tile, device, budget
-                ) -> Tuple[List[_Chunk], List[Tuple[int, int]]]:
+                ) -> Tuple[List[_Chunk], List[Tuple[int, int]], Blocked]:
     q = torch.empty((B, H, W, heads, 1), device=device)  # shapes only
     tr, tc, pa, pb, M, N = _layout(q, kernel_size, dilation, tile)
     tile_ranges, image_ranges = _plan(B, heads, pa.numel(), M, N, budget)
     duplicates = (_has_duplicates(H, dilation, tr.query.shape[1]) or _has_duplicates(W, dilation, tc.query.shape[1]))
     # halo == tile on both axes means one tile per class whose halo is the class (e.g. 7x7 classes at d = 8 on 56)
     disjoint = not duplicates and tr.halo.shape[1] == tr.query.shape[1] and tc.halo.shape[1] == tc.query.shape[1]
-    chunks = [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size, duplicates, disjoint) for t0, t1 in tile_ranges]
-    return chunks, image_ranges
+    # Then (no duplicates: every class has the same length, H and W are multiples of d) tile t is class t in
+    # class-major order, and its queries and keys are tokens t*M .. (t+1)*M of the class-major layout: views, no gathers.
+    one_tile_per_class = tr.query.shape[0] == dilation and tc.query.shape[0] == dilation
+    blocked = (dilation, H // dilation, W // dilation) if disjoint and one_tile_per_class else None
+    chunks = [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size, duplicates, disjoint,
+                     (t0 * M, t1 * M) if blocked else None) for t0, t1 in tile_ranges]
+    return chunks, image_ranges, blocked
 
 
 _cached_plan = functools.lru_cache(maxsize=16)(_build_plan)
@@ -126,23 +137,32 @@ def _bias_table(rpb: Optional[torch.Tensor], heads: int, kernel_size: int, dtype
     return table
 
 
-def _heads_first(x: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+def _heads_first(x: torch.Tensor, scale: Optional[float] = None, blocked: Blocked = None) -> torch.Tensor:
     """(B, H, W, heads, D) -> contiguous (B, heads, H*W, D), times ``scale`` if given, in one pass; every tile
-    gather (``index_select`` on dim 2) then lands directly in the (B, heads, T, n, D) layout batched matmuls take."""
+    gather (``index_select`` on dim 2) then lands directly in the (B, heads, T, n, D) layout batched matmuls take.
+    Tokens are in raster order, or class-major (residue row, residue col, row, col) when ``blocked``."""
     B, H, W, nh, D = x.shape
     out = torch.empty((B, nh, H * W, D), dtype=x.dtype, device=x.device)
-    src = x.permute(0, 3, 1, 2, 4)
+    if blocked is None:
+        src, dst = x.permute(0, 3, 1, 2, 4), out.view(B, nh, H, W, D)
+    else:  # map row = position * d + residue
+        d, Lh, Lw = blocked
+        src = x.view(B, Lh, d, Lw, d, nh, D).permute(0, 5, 2, 4, 1, 3, 6)
+        dst = out.view(B, nh, d, d, Lh, Lw, D)
     if scale is None:
-        out.view(B, nh, H, W, D).copy_(src)
+        dst.copy_(src)
     else:
-        torch.mul(src, scale, out=out.view(B, nh, H, W, D))
+        torch.mul(src, scale, out=dst)
     return out
 
 
-def _to_map(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """(B, heads, H*W, D) -> contiguous (B, H, W, heads, D)."""
+def _to_map(x: torch.Tensor, H: int, W: int, blocked: Blocked = None) -> torch.Tensor:
+    """Inverse of :func:`_heads_first`: (B, heads, H*W, D) -> contiguous (B, H, W, heads, D)."""
     B, nh, _, D = x.shape
-    return x.view(B, nh, H, W, D).permute(0, 2, 3, 1, 4).contiguous()
+    if blocked is None:
+        return x.view(B, nh, H, W, D).permute(0, 2, 3, 1, 4).contiguous()
+    d, Lh, Lw = blocked
+    return x.view(B, nh, d, d, Lh, Lw, D).permute(0, 4, 2, 5, 3, 1, 6).contiguous().view(B, H, W, nh, D)
 
 
 def _acc_dtype(x: torch.Tensor) -> torch.dtype:
@@ -150,10 +170,22 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _gather(x: torch.Tensor, tok: torch.Tensor, T: int) -> torch.Tensor:
-    """(b, heads, H*W, D) at tok (T*n,) -> (b, heads, T, n, D)."""
+def _gather(x: torch.Tensor, tok: torch.Tensor, T: int, span: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """(b, heads, H*W, D) at tok (T*n,) -> (b, heads, T, n, D); a view of the token range ``span`` if given."""
     b, nh, _, D = x.shape
+    if span is not None:
+        return x[:, :, span[0]:span[1]].view(b, nh, T, -1, D)
     return x.index_select(2, tok).view(b, nh, T, -1, D)
+
+
+def _write(dst: torch.Tensor, tok: torch.Tensor, src: torch.Tensor, c: _Chunk, accumulate: bool):
+    """dst[:, :, tok] (+)= src (b, heads, T*n, D): a slice copy in the blocked layout, else index_copy_/index_add_."""
+    if c.span is not None:
+        dst[:, :, c.span[0]:c.span[1]].copy_(src)
+    elif accumulate:
+        dst.index_add_(2, tok, src)
+    else:
+        dst.index_copy_(2, tok, src)
 
 
 def _probs(qt, kt, bias):
@@ -169,10 +201,11 @@ def _bias(table: torch.Tensor, c: _Chunk) -> torch.Tensor:
 
 
 def _forward(qh, kh, vh, H, W, kernel_size, dilation, rpb, tile):
-    """qh (pre-scaled), kh, vh: (B, heads, H*W, D) from :func:`_heads_first`. Returns (B, H, W, heads, D)."""
+    """qh (pre-scaled), kh, vh: (B, heads, H*W, D) from :func:`_heads_first` in the plan's layout.
+    Returns (B, H, W, heads, D)."""
     B, nh, _, D = qh.shape
     q = qh
-    chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
+    chunks, image_ranges, blocked = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
     table = _bias_table(rpb, nh, kernel_size, _acc_dtype(q), q.device)
     # every query is in exactly one tile unless tiles hold clamped duplicates: then accumulate, masked
     duplicates = chunks[0].duplicates
@@ -181,60 +214,59 @@ def _forward(qh, kh, vh, H, W, kernel_size, dilation, rpb, tile):
         T = c.shape[0]
         bias = _bias(table, c)
         for b0, b1 in image_ranges:
-            qt, kt, vt = _gather(qh[b0:b1], c.qtok, T), _gather(kh[b0:b1], c.ktok, T), _gather(vh[b0:b1], c.ktok, T)
-            o = torch.matmul(_probs(qt, kt, bias).to(vh.dtype), vt).flatten(2, 3)
+            qt, kt, vt = (_gather(qh[b0:b1], c.qtok, T, c.span), _gather(kh[b0:b1], c.ktok, T, c.span),
+                          _gather(vh[b0:b1], c.ktok, T, c.span))
+            o = torch.matmul(_probs(qt, kt, bias).to(vh.dtype), vt)
             if duplicates:
-                out[b0:b1].index_add_(2, c.qtok, o.view(qt.shape).mul_(c.qvalid).flatten(2, 3))
-            else:
-                out[b0:b1].index_copy_(2, c.qtok, o)
-    return _to_map(out, H, W)
+                o = o.mul_(c.qvalid)
+            _write(out[b0:b1], c.qtok, o.flatten(2, 3), c, accumulate=duplicates)
+    return _to_map(out, H, W, blocked)
 
 
 def _backward(do, qh, kh, vh, out, kernel_size, dilation, rpb, scale, tile, need_rpb_grad):
     """do, out: (B, H, W, heads, D); qh (pre-scaled), kh, vh: the forward's heads-first copies."""
     B, H, W, nh, D = do.shape
     q = qh
-    chunks, image_ranges = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
+    chunks, image_ranges, blocked = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)
     acc = _acc_dtype(q)
     table = _bias_table(rpb, nh, kernel_size, acc, q.device)
-    doh = _heads_first(do)
+    doh = _heads_first(do, blocked=blocked)
     # Delta = rowsum(dO * O), computed in the map layout (no heads-first copy of O), then (B, heads, HW, 1)
-    delta = (do.to(acc) * out.to(acc)).sum(-1).permute(0, 3, 1, 2).reshape(B, nh, H * W, 1)
+    delta = _heads_first((do.to(acc) * out.to(acc)).sum(-1, keepdim=True), blocked=blocked)
     duplicates, disjoint = chunks[0].duplicates, chunks[0].disjoint
     # every query (key) is written by exactly one tile (halo) unless duplicates (overlapping halos): then accumulate
     dq = (torch.zeros if duplicates else torch.empty)((B, nh, H * W, D), dtype=acc, device=q.device)
     dk = (torch.empty if disjoint else torch.zeros)((B, nh, H * W, D), dtype=acc, device=q.device)
     dv = torch.empty_like(dk) if disjoint else torch.zeros_like(dk)
-    add_kv = torch.Tensor.index_copy_ if disjoint else torch.Tensor.index_add_
     # one extra bin collects the pairs outside the windows (their dS is 0 anyway) and is dropped
     drpb = torch.zeros((nh, table.shape[1]), dtype=acc, device=q.device) if need_rpb_grad else None
     for c in chunks:
         T = c.shape[0]
         bias = _bias(table, c)
         for b0, b1 in image_ranges:
-            qt, kt, vt = _gather(qh[b0:b1], c.qtok, T), _gather(kh[b0:b1], c.ktok, T), _gather(vh[b0:b1], c.ktok, T)
-            dot = _gather(doh[b0:b1], c.qtok, T)
-            delta_t = _gather(delta[b0:b1], c.qtok, T)
+            qt, kt, vt = (_gather(qh[b0:b1], c.qtok, T, c.span), _gather(kh[b0:b1], c.ktok, T, c.span),
+                          _gather(vh[b0:b1], c.ktok, T, c.span))
+            dot = _gather(doh[b0:b1], c.qtok, T, c.span)
+            delta_t = _gather(delta[b0:b1], c.qtok, T, c.span)
             if duplicates:  # clamped duplicate queries get dO = 0 and Delta = 0, hence dS = 0: they add nothing
-                dot = dot.mul_(c.qvalid)
-                delta_t = delta_t.mul_(c.qvalid)
+                dot = dot * c.qvalid
+                delta_t = delta_t * c.qvalid
             p = _probs(qt, kt, bias)  # recomputed exactly as in the forward
             dp = torch.matmul(dot, vt.transpose(-1, -2)).to(acc)
-            add_kv(dv[b0:b1], 2, c.ktok, torch.matmul(p.transpose(-1, -2).to(do.dtype), dot).flatten(2, 3).to(acc))
+            _write(dv[b0:b1], c.ktok, torch.matmul(p.transpose(-1, -2).to(do.dtype), dot).flatten(2, 3).to(acc), c,
+                   accumulate=not disjoint)
             ds = p.mul_(dp.sub_(delta_t))  # dL/d(score) = P (dP - Delta), in place of P
             # the queries were pre-scaled: dS^T (scale q) is already dK
-            add_kv(dk[b0:b1], 2, c.ktok, torch.matmul(ds.transpose(-1, -2).to(q.dtype), qt).flatten(2, 3).to(acc))
-            dq_t = torch.matmul(ds.to(kh.dtype), kt).flatten(2, 3).to(acc)
-            if duplicates:
-                dq[b0:b1].index_add_(2, c.qtok, dq_t)
-            else:
-                dq[b0:b1].index_copy_(2, c.qtok, dq_t)
+            _write(dk[b0:b1], c.ktok, torch.matmul(ds.transpose(-1, -2).to(q.dtype), qt).flatten(2, 3).to(acc), c,
+                   accumulate=not disjoint)
+            _write(dq[b0:b1], c.qtok, torch.matmul(ds.to(kh.dtype), kt).flatten(2, 3).to(acc), c,
+                   accumulate=duplicates)
             if drpb is not None:
                 # pairs outside the windows have dS = 0 exactly and land in the extra -inf bin
                 drpb.index_add_(1, c.bias_index, ds.sum(0).flatten(1))
-    dq = _to_map(dq.mul_(scale), H, W).to(do.dtype)
-    dk = _to_map(dk, H, W).to(do.dtype)
-    dv = _to_map(dv, H, W).to(do.dtype)
+    dq = _to_map(dq.mul_(scale), H, W, blocked).to(do.dtype)
+    dk = _to_map(dk, H, W, blocked).to(do.dtype)
+    dv = _to_map(dv, H, W, blocked).to(do.dtype)
     if drpb is not None:
         drpb = drpb[:, :-1].reshape(rpb.shape).to(rpb.dtype)
     return dq, dk, dv, drpb
@@ -243,10 +275,11 @@ def _backward(do, qh, kh, vh, out, kernel_size, dilation, rpb, scale, tile, need
 class _NeighborhoodAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel_size, dilation, scale, tile):
-        _, H, W, _, _ = q.shape
+        B, H, W, nh, _ = q.shape
         # The heads-first copies are saved instead of q, k, v (the same memory when q, k, v are views of one
         # fused qkv, which saving them keeps alive), so the backward does not copy them again.
-        qh, kh, vh = _heads_first(q, scale), _heads_first(k), _heads_first(v)
+        blocked = _get_plan(B, H, W, nh, kernel_size, dilation, tile, q.device)[2]
+        qh, kh, vh = _heads_first(q, scale, blocked), _heads_first(k, None, blocked), _heads_first(v, None, blocked)
         out = _forward(qh, kh, vh, H, W, kernel_size, dilation, rpb, tile)
         ctx.save_for_backward(qh, kh, vh, rpb, out)
         ctx.args = (kernel_size, dilation, scale, tile)
