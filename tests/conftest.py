@@ -36,10 +36,14 @@ CONTRACT_MODELS = [FAMILIES[f].contract_model for f in FAMILY_NAMES]
 
 
 @functools.lru_cache(maxsize=None)
-def meta_param_count(name: str, **kwargs) -> int:
+def meta_model(name: str, **kwargs) -> torch.nn.Module:
+    """``name`` built once per session on the meta device (no memory); callers must not modify it."""
     with torch.device("meta"):
-        model = timm.create_model(name, **kwargs)
-    return sum(p.numel() for p in model.parameters())
+        return timm.create_model(name, **kwargs)
+
+
+def meta_param_count(name: str, **kwargs) -> int:
+    return sum(p.numel() for p in meta_model(name, **kwargs).parameters())
 
 
 def reduced_model(name: str, **kwargs) -> torch.nn.Module:

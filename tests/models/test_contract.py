@@ -26,7 +26,8 @@ from visionzoo.kernels import use_backend
 from visionzoo.models import FAMILIES, family_of
 from visionzoo.models._checkpoint import PretrainedFileMixin
 
-from ..conftest import ALL_MODELS, CONTRACT_MODELS, FAMILY_NAMES, meta_param_count, reduced_model, small_input_size
+from ..conftest import (ALL_MODELS, CONTRACT_MODELS, FAMILY_NAMES, meta_model, meta_param_count, reduced_model,
+                        small_input_size)
 
 # fp32 CPU: the same maths in another order (checkpointing, memory format) differs by ~1e-6
 ATOL, RTOL = 1e-4, 1e-4
@@ -116,8 +117,7 @@ def test_pretrained_cfg(name):
 
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_builds_on_meta_device(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
+    model = meta_model(name)
     cfg = model.pretrained_cfg
     family = family_of(name)
     assert model.default_cfg is cfg

@@ -10,9 +10,22 @@ import pytest
 import timm
 import torch
 
-from visionzoo.models.maxvit import checkpoint_filter_fn
+from visionzoo.models.maxvit import FAMILY, checkpoint_filter_fn
 
-from ..conftest import meta_param_count
+from ..conftest import meta_model, meta_param_count
+
+
+def reduced_timm(size: int) -> torch.nn.Module:
+    """timm's official-port model class in the reduced configuration ours runs in (FAMILY.reduced): the same code
+    paths, at a fraction of the cost; its window follows the size (img_size / 32) as ours does by variant."""
+    import dataclasses
+
+    from timm.models.maxxvit import MaxxVit, model_cfgs
+
+    r = FAMILY.reduced
+    cfg = dataclasses.replace(model_cfgs["maxvit_tiny_tf"], embed_dim=tuple(r["embed_dims"]), depths=tuple(r["depths"]),
+                              stem_width=r["stem_width"], head_hidden_size=r["head_hidden_size"])
+    return MaxxVit(cfg, img_size=size)
 
 # parameter counts of the official models at 1000 classes (timm's TF ports count the same)
 OFFICIAL_PARAMS = {
@@ -53,7 +66,8 @@ def test_variants_registered():
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_is_official(name):
-    assert meta_param_count(name, num_classes=1000) == OFFICIAL_PARAMS[name]
+    at_1000 = {} if timm.get_pretrained_cfg(name).num_classes == 1000 else dict(num_classes=1000)
+    assert meta_param_count(name, **at_1000) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", ALL_VARIANTS)
@@ -61,7 +75,7 @@ def test_timm_checkpoint_maps_onto_every_variant(name):
     """Every key of timm's converted checkpoint lands on a parameter/buffer of the same shape, none left over."""
     with torch.device("meta"):
         theirs = timm.create_model(timm_name(name))
-        ours = timm.create_model(name)
+    ours = meta_model(name)
     mapped = checkpoint_filter_fn(theirs.state_dict(), ours)
     ours_state = ours.state_dict()
     assert set(mapped) == set(ours_state)
@@ -69,20 +83,36 @@ def test_timm_checkpoint_maps_onto_every_variant(name):
     assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters())
 
 
-@pytest.mark.parametrize("size", [224, 384, 512])
-def test_logits_match_timm(size, tmp_path):
-    """Ours loaded from a file of timm's keys, through timm's own pretrained path, gives timm's logits."""
-    theirs = timm.create_model(timm_name(f"vz_maxvit_tiny_{size}")).eval()
-    theirs.load_state_dict(randomized_timm_state(theirs, seed=size))
+def _load_through_file(name: str, theirs: torch.nn.Module, tmp_path, **kwargs) -> torch.nn.Module:
+    """Ours, loaded from a file of timm's keys through timm's own pretrained path (our filter and reader)."""
     path = tmp_path / "maxvit.pth"
     torch.save({"model": theirs.state_dict()}, path)
-    name = "vz_maxvit_tiny" if size == 224 else f"vz_maxvit_tiny_{size}"
-    ours = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
-    x = torch.randn(1, 3, size, size)
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
+
+
+def test_full_size_logits_match_timm(tmp_path):
+    """The smallest full-size variant: vz_maxvit_tiny gives timm's maxvit_tiny_tf_224 logits."""
+    theirs = timm.create_model("maxvit_tiny_tf_224").eval()
+    theirs.load_state_dict(randomized_timm_state(theirs, seed=224))
+    ours = _load_through_file("vz_maxvit_tiny", theirs, tmp_path)
+    x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         expected, got = theirs(x), ours(x)
     assert expected.abs().max() > 0.1  # the randomized weights give non-trivial logits
     # fp32, the same operations in a different order (fused qkv view vs permutes, bmm vs SDPA)
+    assert (got - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("size", [384, 512])
+def test_logits_match_timm_at_each_window(size, tmp_path):
+    """The 384 / 512 variants (windows 12 / 16), reduced in depth and width on both sides."""
+    theirs = reduced_timm(size).eval()
+    theirs.load_state_dict(randomized_timm_state(theirs, seed=size))
+    ours = _load_through_file(f"vz_maxvit_tiny_{size}", theirs, tmp_path, **FAMILY.reduced_kwargs())
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert expected.abs().max() > 0.1
     assert (got - expected).abs().max() < 1e-4
 
 
@@ -115,13 +145,14 @@ def test_minimum_input_is_one_token_at_stride_32():
 
 
 def test_train_mode_matches_timm():
-    """Training uses separate BatchNorms (batch statistics); eval folds them into the convs. Both match timm."""
-    theirs = timm.create_model("maxvit_tiny_tf_224").train()
+    """Training uses separate BatchNorms (batch statistics); eval folds them into the convs. Both match timm
+    (reduced configuration on both sides: the same blocks, fewer and narrower)."""
+    theirs = reduced_timm(224).train()
     theirs.load_state_dict(randomized_timm_state(theirs, seed=7))
     for m in theirs.modules():  # timm keeps torch's 0.1; ours has the official TF momentum (0.99 = 0.01 here)
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.01
-    ours = timm.create_model("vz_maxvit_tiny").train()
+    ours = timm.create_model("vz_maxvit_tiny", **FAMILY.reduced_kwargs()).train()
     ours.load_state_dict(checkpoint_filter_fn(theirs.state_dict(), ours))
     x = torch.randn(2, 3, 224, 224)  # timm runs only at multiples of 32 * window
     expected, got = theirs(x), ours(x)
@@ -130,7 +161,7 @@ def test_train_mode_matches_timm():
     got.square().sum().backward()
     ours_params = dict(ours.named_parameters())
     for name, p in theirs.named_parameters():
-        # gradients of a squared-logit loss through 11 blocks: relative agreement to 1e-3
+        # gradients of a squared-logit loss through the blocks: relative agreement to 1e-3
         torch.testing.assert_close(ours_params[name].grad, p.grad, rtol=1e-3, atol=1e-4, msg=name)
     for name, buf in theirs.named_buffers():  # running statistics updated alike
         if name.endswith(("running_mean", "running_var")):
