@@ -83,16 +83,24 @@ def transpose_index(index: torch.Tensor, num_targets: int, *, check: bool = True
     n = S * K
     if n >= 2 ** 31 or num_targets >= 2 ** 31:
         raise ValueError(f"index too large for int32 offsets: S*K = {n}, num_targets = {num_targets}")
-    flat = index.reshape(*batch, n).long()
+    flat = index.reshape(-1, n)  # (nb, n): the batch dims folded
+    nb = flat.shape[0]
     if check and not _is_compiling() and flat.numel() > 0 and bool((flat >= num_targets).any()):
         bad = flat[flat >= num_targets][0].item()
         raise ValueError(f"index holds {bad}, outside [0, num_targets={num_targets}) (negative entries mean 'none')")
-    # Ignored entries (negative or out of range) sort into an extra bucket after every real target.
-    key = torch.where((flat >= 0) & (flat < num_targets), flat, torch.full_like(flat, num_targets))
-    order = torch.argsort(key, dim=-1, stable=True)  # stable: ascending flat position (s, k) inside a target
-    counts = torch.zeros(*batch, num_targets + 1, dtype=torch.int64, device=index.device)
-    counts.scatter_add_(-1, key, torch.ones_like(key))
-    offsets = torch.cat([torch.zeros_like(counts[..., :1]), counts[..., :num_targets].cumsum(-1)], dim=-1)
+    # Ignored entries (negative or out of range) go to an extra bucket after every real target. One stable 1-D
+    # sort of (batch, bucket) keys, int32 when they fit: ~2x faster than a batched sort of int64 keys (CPU,
+    # measured on the Sparsifiner shape below), and a plain radix sort on GPUs.
+    key_dtype = torch.int32 if nb * (num_targets + 1) < 2 ** 31 else torch.int64
+    key = torch.where((flat >= 0) & (flat < num_targets), flat.to(key_dtype),
+                      torch.full((), num_targets, dtype=key_dtype, device=index.device))
+    base = torch.arange(nb, dtype=key_dtype, device=index.device)[:, None]
+    order = torch.argsort((key + base * (num_targets + 1)).reshape(-1), stable=True)  # stable: ascending (s, k)
+    order = order.view(nb, n) - base.long() * n  # each row holds its own batch's positions, made local
+    counts = torch.zeros(nb, num_targets + 1, dtype=torch.int64, device=index.device)
+    counts.scatter_add_(-1, key.long(), torch.ones_like(key, dtype=torch.int64))
+    offsets = torch.cat([torch.zeros_like(counts[:, :1]), counts[:, :num_targets].cumsum(-1)], dim=-1)
+    order, offsets = order.view(*batch, n), offsets.view(*batch, num_targets + 1)
     return TransposedIndex(
         sources=torch.div(order, K, rounding_mode="floor").to(torch.int32),
         slots=(order % K).to(torch.int32),

@@ -40,7 +40,7 @@ import torch
 from .._backend import choose_backend
 from .._index import _is_compiling
 from .reference import sparse_attention_reference
-from .torch_path import sparse_attention_torch
+from .torch_path import index_range_error, sparse_attention_torch
 
 __all__ = ["sparse_attention", "sparse_attention_flops"]
 
@@ -95,18 +95,12 @@ def _validate(q, k, v, index, dense_queries) -> None:
         hint = " (a boolean mask? pass the selected key ids, e.g. mask_scores.topk(K).indices)" \
             if got == torch.bool else ""
         raise TypeError(f"index must be an integer tensor (B, heads, N - dense_queries, K) of key ids, got {got}{hint}")
-    N, _ = _validate_shapes(q, k, v, index, dense_queries)
+    _validate_shapes(q, k, v, index, dense_queries)
     if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must share dtype and device, got {q.dtype}/{k.dtype}/{v.dtype} on "
                          f"{q.device}/{k.device}/{v.device}")
     if index.device != q.device:
         raise ValueError(f"index must be on {q.device} (q's device), got {index.device}")
-    if index.numel() > 0 and not _is_compiling():  # value checks read the tensor: skipped while compiling
-        bad = (index < 0) | (index >= N)
-        if bool(bad.any()):
-            where = tuple(int(c) for c in bad.nonzero()[0])
-            raise ValueError(f"index values must be key ids in [0, N={N}); index{list(where)} = "
-                             f"{int(index[where])}")
 
 
 def _default_scale(head_dim: int, scale) -> float:
@@ -137,6 +131,10 @@ def sparse_attention(
     scale = _default_scale(q.shape[-1], scale)
     dense_queries = int(dense_queries)
     backend = choose_backend("sparse_attention", q, k, v, triton_supported=_triton_unsupported(q, v))
+    if backend != "torch" and not _is_compiling():  # the torch path checks where it reads the index, also compiled
+        err = index_range_error(index, q.shape[1])
+        if err is not None:
+            raise ValueError(err)
     if backend == "triton":
         from .triton_kernel import sparse_attention_triton  # imported lazily: TRITON_INTERPRET is read at import
         return sparse_attention_triton(q, k, v, index, scale, dense_queries)

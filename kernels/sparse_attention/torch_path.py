@@ -1,147 +1,222 @@
 """Sparse attention, the fast PyTorch path (what CPU users run; the fallback on GPU).
 
-Layout: k and v are flattened once into (B*heads*N, D) rows (one copy each, the size of the input), the sparse
-queries into (B*heads*M, Dqk) rows, M = N - dense_queries. Sparse queries are then processed in chunks of rows:
-for a chunk of ``c`` queries the rows of their K selected keys are gathered with ``index_select`` (``c*K``
-rows of k and of v), and the scores and the weighted sum run as batched (1 x D) @ (D x K) and (1 x K) @ (K x Dv)
-matmuls. The chunk is sized so that the gathered rows and the per-entry temporaries of the backward stay under
-``CHUNK_BYTES``: memory is O(N*K), never the (B, heads, N, N) scores of the dense formulation, and never the
-whole gathered (B, heads, M, K, D) copy. The ``dense_queries`` leading queries attend to all N keys with
-ordinary batched matmuls, chunked over (image, head) pairs.
+The attention of the sparse queries is three sparse-matrix products per (image, head), done by torch's CSR
+kernels (MKL on x86 CPUs, cuSPARSE on CUDA) on block-diagonal matrices that stack a chunk of (image, head)
+pairs:
 
-Autograd goes through :class:`_SparseAttention`, which saves q, k, v, the index and the output (no gathered
-rows, no probabilities) and recomputes each chunk in the backward; dK and dV of the gathered rows are summed
-into their keys with ``index_add_`` (deterministic on CPU; on CUDA, where this path is only the fallback, it
-uses atomics). Everything is shape-driven Python control flow, so ``torch.compile`` traces it without graph
-breaks.
+* scores: an SDDMM, ``torch.sparse.sampled_addmm``: ``s_e = scale * q_i . k_j`` for exactly the N*K listed
+  (query i, key j) entries (the CSR pattern is the index itself: row i holds its K key ids, in index order;
+  unsorted and repeated column ids are fine for both kernels, and each entry is one term);
+* softmax over each row's K values (a dense (rows, K) view of the CSR values);
+* out = P @ V, a CSR x dense product (SpMM).
+
+The backward recomputes s and P, gets dP by a second SDDMM (dO . v) and dQ = dS @ K by SpMM. dK = dSᵀ Q and
+dV = Pᵀ dO are SpMMs with the *transposed* pattern, built with the shared
+:func:`visionzoo.kernels._index.transpose_index` (the CSR lists of the queries that listed each key, the same
+helper the Triton dK/dV kernel walks): row j of the transposed matrix lists those queries in ascending order,
+and its values are P's (or dS's) entries permuted by (source, slot). Every product owns its output rows, so
+the result is deterministic. Nothing of size N*K*D is ever materialised (no gathered K/V rows): memory is a
+few scalars per entry (values, column ids, the transposition), chunked over (image, head) pairs within
+``CHUNK_BYTES``, plus fp32 copies of q, k, v, dO in (image, head, token) row order. The ``dense_queries``
+leading queries attend to all N keys with ordinary batched matmuls in the same chunks.
+
+Measured on CPU (README): 3-20x faster than gathering the K selected rows of k and v per query and
+contracting them with batched matmuls, whose gathered copies are N*K*D values.
+
+``torch.compile`` cannot trace sparse tensors, so the path is registered as two custom ops
+(``visionzoo::sparse_attention_fwd`` / ``_bwd``, with shape-only fake implementations and
+``register_autograd``): compiled graphs keep them as single opaque nodes, without graph breaks, and they run
+eagerly inside. Values are computed in fp32 (fp64 for fp64 input) whatever the input dtype (torch's sparse
+kernels do not cover fp16/bf16 everywhere); results are returned in the input dtype.
 """
-from __future__ import annotations
+import warnings
+from typing import Optional, Tuple
 
 import torch
 
-# Budget for one chunk's gathered rows and per-entry temporaries (forward and backward).
+from .._index import transpose_index
+
+# Budget for one chunk's per-entry arrays (values, column ids, transposition) and dense-row scores.
 CHUNK_BYTES = 32 * 2 ** 20
+# Bytes per listed entry, over the backward's arrays: column ids (4-8), four value arrays (s/P, dP, dS and the
+# permuted copy, 16), the transposition (sort keys and order 12-16, sources + slots 8, permutation 8,
+# transposed column ids 4-8).
+BYTES_PER_ENTRY = 64
 
 
-def sparse_chunk_rows(rows: int, kk: int, dqk: int, dv: int, elem: int) -> int:
-    """Sparse queries per chunk: gathered k and v rows (input dtype), their dK/dV terms (fp32) and four
-    score-sized fp32 temporaries per query, within CHUNK_BYTES."""
-    per_row = kk * ((dqk + dv) * (elem + 4) + 16)
-    return max(1, min(rows, CHUNK_BYTES // max(1, per_row)))
-
-
-def dense_chunk_groups(groups: int, dense: int, n: int) -> int:
-    """(image, head) pairs per chunk of the dense rows: three (dense x N) fp32 temporaries each."""
-    per_group = 12 * dense * n
+def group_chunk(groups: int, sparse_rows: int, kk: int, dense: int, n: int) -> int:
+    """(image, head) pairs per chunk: their entries' arrays and three (dense x N) fp32 score temporaries within
+    CHUNK_BYTES (at least one pair, at most all)."""
+    per_group = sparse_rows * kk * BYTES_PER_ENTRY + 12 * dense * n
     return max(1, min(groups, CHUNK_BYTES // max(1, per_group)))
 
 
-def _flat_rows(x: torch.Tensor) -> torch.Tensor:
-    """(B, N, heads, D) -> (B*heads*N, D): row (b*heads + h)*N + i is token i of head h in image b."""
-    return x.transpose(1, 2).reshape(-1, x.shape[-1])
+def index_range_error(index: torch.Tensor, n: int) -> Optional[str]:
+    """None when every entry is a key id in [0, n), else the message of the error to raise (reads the index)."""
+    if index.numel() == 0:
+        return None
+    bad = (index < 0) | (index >= n)
+    if not bool(bad.any()):
+        return None
+    where = tuple(int(c) for c in bad.nonzero()[0])
+    return f"index values must be key ids in [0, N={n}); index{list(where)} = {int(index[where])}"
 
 
-class _SparseAttention(torch.autograd.Function):
-    """Saves q, k, v, index and the output only; gathers and probabilities are recomputed in backward."""
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch's one-time "sparse CSR support is in beta state" notice
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
-    @staticmethod
-    def forward(ctx, q, k, v, index, scale, dense):
-        B, N, nh, dqk = q.shape
-        dv = v.shape[-1]
-        M, kk = index.shape[2], index.shape[3]
-        G = B * nh  # (image, head) pairs
-        acc = torch.promote_types(q.dtype, torch.float32)
-        kf, vf = _flat_rows(k), _flat_rows(v)  # (G*N, D)
-        out = q.new_empty(B, N, nh, dv)
-        out_h = out.transpose(1, 2)  # (B, heads, N, Dv) view of the output
+
+def _pattern(idx: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+    """CSR row pointers and column ids of the block-diagonal (c*M, c*N) pattern of an index chunk (c, M, K)."""
+    c, m, kk = idx.shape
+    itype = torch.int32 if c * max(m * kk, n) < 2 ** 31 else torch.int64  # MKL is faster with int32 ids
+    crow = torch.arange(0, c * m * kk + 1, kk, dtype=itype, device=idx.device)
+    col = (idx.to(itype) + torch.arange(c, dtype=itype, device=idx.device)[:, None, None] * n).reshape(-1)
+    return crow, col, itype
+
+
+def _sddmm(crow, col, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Values ``a[row(e)] . b[col(e)]`` of every entry e of the pattern, in pattern order."""
+    pattern = _csr(crow, col, a.new_zeros(col.numel()), (a.shape[0], b.shape[0]))
+    return torch.sparse.sampled_addmm(pattern, a, b.T, beta=0.0).values()
+
+
+def _spmm(crow, col, values: torch.Tensor, rows: int, x: torch.Tensor) -> torch.Tensor:
+    """CSR (rows x len(x)) with the given entry values, times the dense x."""
+    return _csr(crow, col, values, (rows, x.shape[0])) @ x
+
+
+def _transposed(idx: torch.Tensor, n: int, itype):
+    """Row pointers, column ids and the entry permutation of the transposed block-diagonal pattern (c*N, c*M):
+    row (g, j) lists the sparse queries of pair g that listed key j, in ascending order."""
+    c, m, kk = idx.shape
+    tr = transpose_index(idx, n, check=False)  # values were checked: nothing is dropped
+    group = torch.arange(c, device=idx.device)[:, None]
+    crow = torch.cat([(tr.offsets[:, :n].long() + group * (m * kk)).reshape(-1),
+                      torch.full((1,), c * m * kk, dtype=torch.long, device=idx.device)]).to(itype)
+    col = (tr.sources.long() + group * m).reshape(-1).to(itype)
+    perm = (group * (m * kk) + tr.sources.long() * kk + tr.slots.long()).reshape(-1)
+    return crow, col, perm
+
+
+def _rows(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """(B, N, heads, D) -> (B*heads, N, D) in ``acc``: one copy at most."""
+    B, N, nh, D = x.shape
+    return x.transpose(1, 2).reshape(B * nh, N, D).to(acc)
+
+
+def _unrows(x: torch.Tensor, B: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B*heads, N, D) -> (B, N, heads, D), contiguous, in ``dtype``."""
+    G, N, D = x.shape
+    return x.view(B, G // B, N, D).transpose(1, 2).to(dtype).contiguous()
+
+
+def _forward(q, k, v, index, scale: float, dense: int) -> torch.Tensor:
+    err = index_range_error(index, q.shape[1])
+    if err is not None:
+        raise ValueError(err)
+    B, N, nh, dqk = q.shape
+    dv = v.shape[-1]
+    M, kk = index.shape[2], index.shape[3]
+    G = B * nh
+    acc = torch.promote_types(q.dtype, torch.float32)
+    qf, kf, vf = _rows(q, acc), _rows(k, acc), _rows(v, acc)
+    idx = index.reshape(G, M, kk)
+    out = torch.empty(G, N, dv, dtype=acc, device=q.device)
+    step = group_chunk(G, M, kk, dense, N)
+    for g0 in range(0, G, step):
+        g1 = min(G, g0 + step)
+        c = g1 - g0
+        kc, vc = kf[g0:g1], vf[g0:g1]  # (c, N, D)
         if M > 0:
-            qs = q.transpose(1, 2)[:, :, dense:].reshape(G * M, dqk)
-            idx = index.reshape(G * M, kk)
-            base = torch.div(torch.arange(G * M, device=q.device), M, rounding_mode="floor") * N
-            os_ = v.new_empty(G * M, dv)
-            step = sparse_chunk_rows(G * M, kk, dqk, dv, q.element_size())
-            for r0 in range(0, G * M, step):
-                r1 = min(G * M, r0 + step)
-                rows = (idx[r0:r1].long() + base[r0:r1, None]).reshape(-1)
-                kc = kf.index_select(0, rows).view(r1 - r0, kk, dqk)
-                vc = vf.index_select(0, rows).view(r1 - r0, kk, dv)
-                s = torch.bmm((qs[r0:r1] * scale).unsqueeze(1), kc.transpose(1, 2))  # (c, 1, K)
-                p = torch.softmax(s, dim=-1, dtype=acc)
-                os_[r0:r1] = torch.bmm(p.to(vc.dtype), vc).squeeze(1)
-            out_h[:, :, dense:] = os_.view(B, nh, M, dv)
+            crow, col, _ = _pattern(idx[g0:g1], N)
+            qs = (qf[g0:g1, dense:] * scale).reshape(c * M, dqk)
+            p = torch.softmax(_sddmm(crow, col, qs, kc.reshape(c * N, dqk)).view(c * M, kk), dim=-1)
+            out[g0:g1, dense:] = _spmm(crow, col, p.reshape(-1), c * M, vc.reshape(c * N, dv)).view(c, M, dv)
         if dense > 0:
-            qd = q.transpose(1, 2)[:, :, :dense].reshape(G, dense, dqk)
-            kg, vg = kf.view(G, N, dqk), vf.view(G, N, dv)
-            od = v.new_empty(G, dense, dv)
-            step = dense_chunk_groups(G, dense, N)
-            for g0 in range(0, G, step):
-                g1 = min(G, g0 + step)
-                s = torch.bmm(qd[g0:g1] * scale, kg[g0:g1].transpose(1, 2))  # (c, dense, N)
-                p = torch.softmax(s, dim=-1, dtype=acc)
-                od[g0:g1] = torch.bmm(p.to(vg.dtype), vg[g0:g1])
-            out_h[:, :, :dense] = od.view(B, nh, dense, dv)
-        ctx.save_for_backward(q, k, v, index, out)
-        ctx.scale, ctx.dense = scale, dense
-        return out
+            p = torch.softmax(torch.bmm(qf[g0:g1, :dense] * scale, kc.transpose(1, 2)), dim=-1)  # (c, dense, N)
+            out[g0:g1, :dense] = torch.bmm(p, vc)
+    return _unrows(out, B, q.dtype)
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, index, out = ctx.saved_tensors
-        scale, dense = ctx.scale, ctx.dense
-        B, N, nh, dqk = q.shape
-        dv = v.shape[-1]
-        M, kk = index.shape[2], index.shape[3]
-        G = B * nh
-        acc = torch.promote_types(q.dtype, torch.float32)  # fp32 sums for fp16/bf16 gradients
-        kf, vf = _flat_rows(k), _flat_rows(v)
-        delta = (do.to(acc) * out.to(acc)).sum(-1).transpose(1, 2)  # (B, heads, N): rowsum(dO * O)
-        dq = torch.empty(B, nh, N, dqk, dtype=acc, device=q.device)
-        dkf = torch.zeros(G * N, dqk, dtype=acc, device=q.device)
-        dvf = torch.zeros(G * N, dv, dtype=acc, device=q.device)
+
+def _backward(do, q, k, v, index, out, scale: float, dense: int):
+    B, N, nh, dqk = q.shape
+    dv = v.shape[-1]
+    M, kk = index.shape[2], index.shape[3]
+    G = B * nh
+    acc = torch.promote_types(q.dtype, torch.float32)
+    qf, kf, vf, dof = _rows(q, acc), _rows(k, acc), _rows(v, acc), _rows(do, acc)
+    delta = (dof * _rows(out, acc)).sum(-1)  # (G, N): rowsum(dO * O)
+    idx = index.reshape(G, M, kk)
+    dq = torch.empty(G, N, dqk, dtype=acc, device=q.device)
+    dk = torch.empty(G, N, dqk, dtype=acc, device=q.device)
+    dvv = torch.empty(G, N, dv, dtype=acc, device=q.device)
+    step = group_chunk(G, M, kk, dense, N)
+    for g0 in range(0, G, step):
+        g1 = min(G, g0 + step)
+        c = g1 - g0
+        kc, vc = kf[g0:g1], vf[g0:g1]
+        dk_c = torch.zeros(c, N, dqk, dtype=acc, device=q.device)
+        dv_c = torch.zeros(c, N, dv, dtype=acc, device=q.device)
         if M > 0:
-            qs = q.transpose(1, 2)[:, :, dense:].reshape(G * M, dqk)
-            dos = do.transpose(1, 2)[:, :, dense:].reshape(G * M, dv)
-            delta_s = delta[:, :, dense:].reshape(G * M)
-            idx = index.reshape(G * M, kk)
-            base = torch.div(torch.arange(G * M, device=q.device), M, rounding_mode="floor") * N
-            dqs = torch.empty(G * M, dqk, dtype=acc, device=q.device)
-            step = sparse_chunk_rows(G * M, kk, dqk, dv, q.element_size())
-            for r0 in range(0, G * M, step):
-                r1 = min(G * M, r0 + step)
-                rows = (idx[r0:r1].long() + base[r0:r1, None]).reshape(-1)
-                kc = kf.index_select(0, rows).view(r1 - r0, kk, dqk)
-                vc = vf.index_select(0, rows).view(r1 - r0, kk, dv)
-                qc, doc = qs[r0:r1].unsqueeze(1), dos[r0:r1].unsqueeze(1)  # (c, 1, D)
-                p = torch.softmax(torch.bmm(qc * scale, kc.transpose(1, 2)), dim=-1, dtype=acc)  # (c, 1, K)
-                dp = torch.bmm(doc, vc.transpose(1, 2)).to(acc)
-                ds = dp.sub_(delta_s[r0:r1, None, None]).mul_(p)  # dL/d(scale * q.k)
-                dqs[r0:r1] = torch.bmm(ds.to(kc.dtype), kc).squeeze(1)
-                # Per-entry terms, summed into their keys: dK_e = ds_e q_i, dV_e = p_e dO_i.
-                dkf.index_add_(0, rows, (ds.transpose(1, 2) * qc).reshape(-1, dqk), alpha=scale)
-                dvf.index_add_(0, rows, (p.transpose(1, 2) * doc).reshape(-1, dv))
-            dq[:, :, dense:] = dqs.view(B, nh, M, dqk)
+            crow, col, itype = _pattern(idx[g0:g1], N)
+            qs = qf[g0:g1, dense:].reshape(c * M, dqk)
+            dos = dof[g0:g1, dense:].reshape(c * M, dv)
+            p = torch.softmax(_sddmm(crow, col, qs * scale, kc.reshape(c * N, dqk)).view(c * M, kk), dim=-1)
+            dp = _sddmm(crow, col, dos, vc.reshape(c * N, dv)).view(c * M, kk)
+            ds = dp.sub_(delta[g0:g1, dense:].reshape(c * M, 1)).mul_(p).reshape(-1)  # dL/d(scale * q.k)
+            dq[g0:g1, dense:] = _spmm(crow, col, ds, c * M, kc.reshape(c * N, dqk)).view(c, M, dqk)
+            crow_t, col_t, perm = _transposed(idx[g0:g1], N, itype)
+            dk_c += _spmm(crow_t, col_t, ds[perm], c * N, qs).view(c, N, dqk)
+            dv_c += _spmm(crow_t, col_t, p.reshape(-1)[perm], c * N, dos).view(c, N, dv)
         if dense > 0:
-            qd = q.transpose(1, 2)[:, :, :dense].reshape(G, dense, dqk)
-            dod = do.transpose(1, 2)[:, :, :dense].reshape(G, dense, dv)
-            delta_d = delta[:, :, :dense].reshape(G, dense, 1)
-            kg, vg = kf.view(G, N, dqk), vf.view(G, N, dv)
-            dkg, dvg = dkf.view(G, N, dqk), dvf.view(G, N, dv)
-            dqd = torch.empty(G, dense, dqk, dtype=acc, device=q.device)
-            step = dense_chunk_groups(G, dense, N)
-            for g0 in range(0, G, step):
-                g1 = min(G, g0 + step)
-                qc, doc = qd[g0:g1], dod[g0:g1]
-                p = torch.softmax(torch.bmm(qc * scale, kg[g0:g1].transpose(1, 2)), dim=-1, dtype=acc)
-                dp = torch.bmm(doc, vg[g0:g1].transpose(1, 2)).to(acc)
-                ds = dp.sub_(delta_d[g0:g1]).mul_(p)  # (c, dense, N)
-                dqd[g0:g1] = torch.bmm(ds.to(kg.dtype), kg[g0:g1])
-                dkg[g0:g1] += torch.bmm(ds.transpose(1, 2), qc.to(acc)).mul_(scale)
-                dvg[g0:g1] += torch.bmm(p.transpose(1, 2), doc.to(acc))
-            dq[:, :, :dense] = dqd.view(B, nh, dense, dqk)
-        dq = dq.mul_(scale).transpose(1, 2).to(q.dtype)
-        dk = dkf.view(B, nh, N, dqk).transpose(1, 2).to(k.dtype)
-        dv_ = dvf.view(B, nh, N, dv).transpose(1, 2).to(v.dtype)
-        return dq, dk, dv_, None, None, None
+            qd, dod = qf[g0:g1, :dense], dof[g0:g1, :dense]
+            p = torch.softmax(torch.bmm(qd * scale, kc.transpose(1, 2)), dim=-1)  # (c, dense, N)
+            ds = torch.bmm(dod, vc.transpose(1, 2)).sub_(delta[g0:g1, :dense, None]).mul_(p)
+            dq[g0:g1, :dense] = torch.bmm(ds, kc)
+            dk_c += torch.bmm(ds.transpose(1, 2), qd)
+            dv_c += torch.bmm(p.transpose(1, 2), dod)
+        dk[g0:g1] = dk_c
+        dvv[g0:g1] = dv_c
+    return (_unrows(dq.mul_(scale), B, q.dtype), _unrows(dk.mul_(scale), B, k.dtype), _unrows(dvv, B, v.dtype))
+
+
+# ------------------------------------------------------------------ custom ops (opaque to torch.compile)
+
+_fwd_op = torch.library.custom_op(
+    "visionzoo::sparse_attention_fwd", _forward, mutates_args=(),
+    schema="(Tensor q, Tensor k, Tensor v, Tensor index, float scale, int dense) -> Tensor")
+_bwd_op = torch.library.custom_op(
+    "visionzoo::sparse_attention_bwd", _backward, mutates_args=(),
+    schema="(Tensor do, Tensor q, Tensor k, Tensor v, Tensor index, Tensor out, float scale, int dense) "
+           "-> (Tensor, Tensor, Tensor)")
+
+
+@_fwd_op.register_fake
+def _(q, k, v, index, scale, dense):
+    return q.new_empty((*q.shape[:3], v.shape[-1]))
+
+
+@_bwd_op.register_fake
+def _(do, q, k, v, index, out, scale, dense):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, index, scale, dense = inputs
+    ctx.save_for_backward(q, k, v, index, output)
+    ctx.scale, ctx.dense = scale, dense
+
+
+def _grad(ctx, grad_out):
+    q, k, v, index, out = ctx.saved_tensors
+    dq, dk, dv = _bwd_op(grad_out, q, k, v, index, out, ctx.scale, ctx.dense)
+    return dq, dk, dv, None, None, None
+
+
+_fwd_op.register_autograd(_grad, setup_context=_setup_context)
 
 
 def sparse_attention_torch(
@@ -152,5 +227,6 @@ def sparse_attention_torch(
         scale: float,
         dense_queries: int,
 ) -> torch.Tensor:
-    """Inputs validated by :func:`visionzoo.kernels.sparse_attention`. Returns (B, N, heads, Dv), contiguous."""
-    return _SparseAttention.apply(q, k, v, index, float(scale), int(dense_queries))
+    """Inputs validated by :func:`visionzoo.kernels.sparse_attention` (index values are checked again here,
+    where they are read, also under ``torch.compile``). Returns (B, N, heads, Dv), contiguous."""
+    return _fwd_op(q, k, v, index, float(scale), int(dense_queries))

@@ -163,10 +163,9 @@ def test_official_formulation(backend):
 # ----------------------------------------------------------------------------------------- (b) gradcheck
 
 @pytest.mark.parametrize("backend", ["reference", "torch"])
-@pytest.mark.parametrize("dense", [0, 1])
-def test_gradcheck(backend, dense):
-    # 5 tokens, 2 heads, K = 2 (with a repeated key in one row); tiny, as gradcheck evaluates the op twice per
-    # input element.
+def test_gradcheck(backend, dense=1):
+    # 5 tokens, 2 heads, a dense first row and K = 2 for the others (with a repeated key in one row); tiny, as
+    # gradcheck evaluates the op twice per input element.
     q, k, v = make_qkv(1, 5, 2, 2, 3, torch.float64, layout="fused")
     index = topk_index(1, 2, 5, 2, dense)
     index[0, 1, 0] = torch.tensor([4, 4])
@@ -213,15 +212,12 @@ def test_torch_path_matches_reference(B, N, heads, dqk, dv, k_frac, dense_frac, 
 
 
 def test_chunk_sizes_bound_memory():
-    # Sparsifiner DeiT-S at 384, batch 64: 576 sparse queries x 6 heads per image, K = 145, head dim 64, fp32.
-    rows = 64 * 6 * 576
-    step = torch_path.sparse_chunk_rows(rows, 145, 64, 64, 4)
-    per_row = 145 * (128 * 8 + 16)
-    assert step * per_row <= torch_path.CHUNK_BYTES < (step + 1) * per_row
-    assert torch_path.sparse_chunk_rows(3, 1, 1, 1, 4) == 3  # never more than the rows
-    assert torch_path.sparse_chunk_rows(10, 10 ** 6, 256, 256, 4) == 1  # at least one
-    assert torch_path.dense_chunk_groups(64 * 6, 1, 577) == 64 * 6  # the cls rows of a whole batch: one chunk
-    assert torch_path.dense_chunk_groups(5, 10 ** 4, 10 ** 4) == 1
+    # Sparsifiner DeiT-S at 384, batch 64: 64 * 6 (image, head) pairs of 576 sparse queries x 145 keys + the cls row.
+    step = torch_path.group_chunk(64 * 6, 576, 145, 1, 577)
+    per_group = 576 * 145 * torch_path.BYTES_PER_ENTRY + 12 * 577
+    assert step * per_group <= torch_path.CHUNK_BYTES < (step + 1) * per_group
+    assert torch_path.group_chunk(3, 1, 1, 0, 1) == 3  # never more than the pairs
+    assert torch_path.group_chunk(10, 10 ** 5, 10 ** 4, 1, 10 ** 5) == 1  # at least one
 
 
 # ------------------------------------------------------------ (d) Triton (interpreter on CPU) vs reference
@@ -405,16 +401,36 @@ def test_cls_recipe(backend):
 
 # ------------------------------------------------------------------------------------------ (g) FLOPs
 
+def gathered_attention(q, k, v, index, scale, dense):
+    """The op's matmul work written out with gathers and einsum: the K key and value rows of every sparse query
+    gathered ((B, heads, M, K, D) copies), one dot product and one weighted sum per entry; the dense rows against
+    all keys. q, k, v: (B, N, heads, D)."""
+    B, N, heads, _ = q.shape
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, N, D)
+
+    def gather(x):
+        rows = index.long().reshape(B, heads, -1, 1).expand(-1, -1, -1, x.shape[-1])
+        return x.gather(2, rows).view(*index.shape, x.shape[-1])
+
+    s = torch.einsum("bhmd,bhmkd->bhmk", qh[:, :, dense:], gather(kh)) * scale
+    out_sparse = torch.einsum("bhmk,bhmkd->bhmd", s.softmax(-1), gather(vh))
+    s = torch.einsum("bhid,bhjd->bhij", qh[:, :, :dense], kh) * scale
+    out_dense = torch.einsum("bhij,bhjd->bhid", s.softmax(-1), vh)
+    return torch.cat([out_dense, out_sparse], dim=2).transpose(1, 2)
+
+
 @pytest.mark.parametrize("dense", [0, 1, 4])
 def test_flops_match_flop_counter(dense):
-    """The torch path does exactly the counted matmul work (chunked gathers, dense rows included)."""
-    q, k, v = make_qkv(2, 9, 2, 4, 6)
+    """The gathered formulation does exactly the counted matmul work, and computes the op. (The torch path's
+    sparse products run inside custom ops, which FlopCounterMode does not see into.)"""
+    q, k, v = make_qkv(2, 9, 2, 4, 6, torch.float64)
     index = topk_index(2, 2, 9, 3, dense)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        sparse_attention(q, k, v, index, dense_queries=dense)
+        out = gathered_attention(q, k, v, index, 0.5, dense)
     assert counter.get_total_flops() == sparse_attention_flops(q, k, v, index, dense_queries=dense)
     assert sparse_attention_flops(q.shape, k.shape, v.shape, index.shape, dense_queries=dense) == \
         sparse_attention_flops(q, k, v, index, dense_queries=dense)
+    assert_rel(out, sparse_attention_reference(q, k, v, index, 0.5, dense), 1e-12)  # float64
 
 
 def test_flops_official_formulation_and_deit_s_384():
@@ -441,6 +457,18 @@ def test_torch_path_compiles_without_graph_breaks():
     out = f(q, k, v, index)
     out.sum().backward()
     assert_rel(out, sparse_attention_reference(*upcast([q, k, v]), index, 0.5, 1), 1e-5)  # fp32
+
+
+def test_compiled_torch_path_still_checks_the_index():
+    """The value check of the public function is skipped while tracing; the torch path's custom op checks where
+    it reads the index, so a compiled call with an out-of-range id still raises the same clear error."""
+    q, k, v = make_qkv(1, 5, 1, 4, 4)
+    f = torch.compile(lambda q, k, v, i: sparse_attention(q, k, v, i), fullgraph=True, backend="aot_eager")
+    index = topk_index(1, 1, 5, 2)
+    f(q, k, v, index)
+    with pytest.raises(ValueError, match=r"index values must be key ids in \[0, N=5\); index\[0, 0, 2, 1\] = 7"):
+        f(q, k, v, index.index_put((torch.tensor(0), torch.tensor(0), torch.tensor(2), torch.tensor(1)),
+                                   torch.tensor(7)))
 
 
 # ---------------------------------------------------------------------------- (i) dispatch and validation
@@ -487,8 +515,9 @@ def _i(*shape, dtype=torch.int64):
      r"index values must be key ids in \[0, N=5\); index\[0, 0, 0, 1\] = 5"),
     (lambda q: (q, q, q, _i().index_fill(2, torch.tensor([3]), -1)), ValueError, r"index\[0, 0, 3, 0\] = -1"),
 ])
-def test_bad_inputs(make_args, error, match):
-    with pytest.raises(error, match=match):
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_bad_inputs(make_args, error, match, backend):
+    with use_backend(backend), pytest.raises(error, match=match):
         sparse_attention(*make_args(_q()))
 
 
