@@ -34,7 +34,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .._index import transpose_index
+from .._index import transpose_positions
 
 # Budget for one chunk's per-entry arrays (values, column ids, transposition) and dense-row scores.
 CHUNK_BYTES = 32 * 2 ** 20
@@ -92,12 +92,12 @@ def _transposed(idx: torch.Tensor, n: int, itype):
     """Row pointers, column ids and the entry permutation of the transposed block-diagonal pattern (c*N, c*M):
     row (g, j) lists the sparse queries of pair g that listed key j, in ascending order."""
     c, m, kk = idx.shape
-    tr = transpose_index(idx, n, check=False)  # values were checked: nothing is dropped
+    positions, offsets = transpose_positions(idx, n, check=False)  # values were checked: nothing is dropped
     group = torch.arange(c, device=idx.device)[:, None]
-    crow = torch.cat([(tr.offsets[:, :n].long() + group * (m * kk)).reshape(-1),
+    crow = torch.cat([(offsets[:, :n] + group * (m * kk)).reshape(-1),
                       torch.full((1,), c * m * kk, dtype=torch.long, device=idx.device)]).to(itype)
-    col = (tr.sources.long() + group * m).reshape(-1).to(itype)
-    perm = (group * (m * kk) + tr.sources.long() * kk + tr.slots.long()).reshape(-1)
+    col = (torch.div(positions, kk, rounding_mode="floor") + group * m).reshape(-1).to(itype)  # the query rows
+    perm = (positions + group * (m * kk)).reshape(-1)  # entry order of the forward pattern
     return crow, col, perm
 
 
@@ -169,8 +169,8 @@ def _backward(do, q, k, v, index, out, scale: float, dense: int):
             ds = dp.sub_(delta[g0:g1, dense:].reshape(c * M, 1)).mul_(p).reshape(-1)  # dL/d(scale * q.k)
             dq[g0:g1, dense:] = _spmm(crow, col, ds, c * M, kc.reshape(c * N, dqk)).view(c, M, dqk)
             crow_t, col_t, perm = _transposed(idx[g0:g1], N, itype)
-            dk_c += _spmm(crow_t, col_t, ds[perm], c * N, qs).view(c, N, dqk)
-            dv_c += _spmm(crow_t, col_t, p.reshape(-1)[perm], c * N, dos).view(c, N, dv)
+            dk_c += _spmm(crow_t, col_t, ds.index_select(0, perm), c * N, qs).view(c, N, dqk)
+            dv_c += _spmm(crow_t, col_t, p.reshape(-1).index_select(0, perm), c * N, dos).view(c, N, dv)
         if dense > 0:
             qd, dod = qf[g0:g1, :dense], dof[g0:g1, :dense]
             p = torch.softmax(torch.bmm(qd * scale, kc.transpose(1, 2)), dim=-1)  # (c, dense, N)
