@@ -19,7 +19,8 @@ Semantics are those of :mod:`.reference`. Design (numbers and the argument for i
      stores it (fp32, (B, N, heads)) for kernel 2, and dQ = scale * sum over the list of dS k.
   2. dK, dV: per (image, key, head), over the queries that list the key: first the dense queries (all of
      them list every key), then the CSR list of sparse queries from
-     :func:`visionzoo.kernels._index.transpose_index` (ascending query order). P is recomputed from q, k and
+     :func:`visionzoo.kernels._index.transpose_positions` (ascending query order; entry positions r * K + k,
+     divided by K in the kernel). P is recomputed from q, k and
      the LSE; dV = sum P dO, dS = P (dO.v - Delta), dK = scale sum dS q. Each program owns its key row, so dK
      and dV are written once, in a fixed order: bitwise reproducible.
 * Index safety: entries outside [0, N) are masked in every load (key or query rows are never read out of
@@ -36,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._index import transpose_index
+from .._index import transpose_positions
 
 __all__ = ["sparse_attention_triton"]
 
@@ -179,7 +180,7 @@ def _bwd_dq_kernel(
 
 @triton.jit
 def _bwd_dkv_kernel(
-        Q, K, V, DO, LSE, DELTA, DK, DV_OUT, SRC, OFF,
+        Q, K, V, DO, LSE, DELTA, DK, DV_OUT, POS, OFF,
         sqb, sqn, sqh, sqd,
         skb, skn, skh, skd,
         svb, svn, svh, svd,
@@ -187,8 +188,8 @@ def _bwd_dkv_kernel(
         skgb, skgn, skgh, skgd,  # dK
         svgb, svgn, svgh, svgd,  # dV
         slb, sln, slh,
-        ssb, ssh, sfb, sfh,  # (batch, head) strides of the transposed index's sources and offsets
-        N, DQK, DV, DENSE, scale, qk_scale,
+        spb, sph, sfb, sfh,  # (batch, head) strides of the transposed index's positions and offsets
+        N, DQK, DV, DENSE, KK, scale, qk_scale,
         BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     """One program per (image, key) and head, over the queries that list the key."""
@@ -208,7 +209,7 @@ def _bwd_dkv_kernel(
     start = tl.load(off_ptr)
     end = tl.load(off_ptr + 1)
     L = DENSE + (end - start)  # the dense queries, then the sparse queries that listed j
-    src_ptr = SRC + b * ssb + h * ssh + start - DENSE  # list position m >= DENSE reads sources[start + m - DENSE]
+    pos_ptr = POS + b * spb + h * sph + start - DENSE  # list position m >= DENSE reads positions[start + m - DENSE]
     q_base = Q + b * sqb + h * sqh
     do_base = DO + b * sdb + h * sdh
     l_base = b * slb + h * slh
@@ -219,8 +220,8 @@ def _bwd_dkv_kernel(
         m = m0 + tl.arange(0, BLOCK_N)
         in_list = m < L
         from_csr = m >= DENSE
-        src = tl.load(src_ptr + m, mask=in_list & from_csr, other=0)
-        qi = tl.where(from_csr, src + DENSE, m)
+        pos = tl.load(pos_ptr + m, mask=in_list & from_csr, other=0)  # r * K + k: entry k of index row r
+        qi = tl.where(from_csr, (pos // KK).to(tl.int32) + DENSE, m)
         q = tl.load(q_base + qi[:, None] * sqn + offs_dq[None, :] * sqd,
                     mask=in_list[:, None] & dq_ok[None, :], other=0.0).to(tl.float32)
         do = tl.load(do_base + qi[:, None] * sdn + offs_dv[None, :] * sdd,
@@ -269,16 +270,17 @@ def _backward(do, q, k, v, out, lse, index, scale: float, dense: int):
         BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv, num_warps=num_warps,
     )
 
-    # Per (image, head) and key: the sparse queries (rows of index) that list it. Entries outside [0, N)
-    # are dropped from the lists (check=False), matching the forward, which ignores them.
-    tr = transpose_index(index, N, check=False)
+    # Per (image, head) and key: the entries of the sparse queries (rows of index) that list it, as flat
+    # positions r * K + k (the kernel divides by K: no separate sources array). Entries outside [0, N) are
+    # dropped from the lists (check=False), matching the forward, which ignores them.
+    positions, offsets = transpose_positions(index, N, check=False)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dvt = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     _bwd_dkv_kernel[(B * N, nh)](
-        q, k, v, do, lse, delta, dk, dvt, tr.sources, tr.offsets,
+        q, k, v, do, lse, delta, dk, dvt, positions, offsets,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dvt.stride(), *lse.stride(),
-        tr.sources.stride(0), tr.sources.stride(1), tr.offsets.stride(0), tr.offsets.stride(1),
-        N, dqk, dv, dense, scale, scale * LOG2E,
+        positions.stride(0), positions.stride(1), offsets.stride(0), offsets.stride(1),
+        N, dqk, dv, dense, kk, scale, scale * LOG2E,
         BLOCK_N=block_n, BLOCK_DQK=block_dqk, BLOCK_DV=block_dv, num_warps=num_warps,
     )
     return dq, dk, dvt
