@@ -47,7 +47,7 @@ def ours(q, k, v, index):
 
 
 def gathered(q, k, v, index):
-    B, N, heads, D = q.shape
+    B, _, heads, D = q.shape
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
     rows = index.reshape(B, heads, -1, 1).expand(-1, -1, -1, D)
     ks, vs = (x.gather(2, rows).view(*index.shape, D) for x in (kh, vh))
@@ -108,7 +108,8 @@ def main() -> None:
                 row = {"N": n, "K": kk, "batch": batch, "mode": mode}
                 row.update({f"{name} ms": f"{t * 1e3:.1f}" for name, t in zip(args.runs, times)})
                 if "official" in args.runs and "ours" in args.runs:
-                    row["official / ours"] = f"{times[args.runs.index('official')] / times[args.runs.index('ours')]:.2f}"
+                    ratio = times[args.runs.index("official")] / times[args.runs.index("ours")]
+                    row["official / ours"] = f"{ratio:.2f}"
                 if not args.no_memory:
                     row.update({f"{name} MB": f"{peak_memory_mb(step):.0f}" for name, step in zip(args.runs, steps)})
                 rows.append(row)

@@ -25,8 +25,11 @@
   ``torch.topk`` hold distinct keys, which is what the op is meant for; duplicates are **not** checked (that
   takes a sort of the whole index on every call), and every backend gives the same result for them.
 * Bad input raises: ``K`` > N or K < 1 (``ValueError``), non-integer index (``TypeError``), index values
-  outside [0, N) (``ValueError``; this value check reads the index and is skipped while ``torch.compile``
-  traces; the Triton kernels never read out of bounds regardless: they mask such entries and ignore them).
+  outside [0, N) (``ValueError``). The value check reads the index: the torch path does it inside its custom
+  op, so also in compiled graphs; for the other backends it is skipped while ``torch.compile`` traces, and the
+  Triton kernels never read out of bounds regardless (they mask such entries and ignore them).
+* Backends (``kernels/README.md``): Triton on CUDA (per-query gathers on the CUDA cores, deterministic dK/dV
+  over the transposed index), else the torch path (torch's CSR SDDMM/SpMM kernels, memory O(N*K) scalars).
 
 Returns (B, N, heads, Dv), contiguous, in q's dtype.
 """

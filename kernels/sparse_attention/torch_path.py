@@ -20,8 +20,9 @@ few scalars per entry (values, column ids, the transposition), chunked over (ima
 ``CHUNK_BYTES``, plus fp32 copies of q, k, v, dO in (image, head, token) row order. The ``dense_queries``
 leading queries attend to all N keys with ordinary batched matmuls in the same chunks.
 
-Measured on CPU (README): 3-20x faster than gathering the K selected rows of k and v per query and
-contracting them with batched matmuls, whose gathered copies are N*K*D values.
+Measured on CPU (README): 4-10x faster than gathering the K selected rows of k and v per query and
+contracting them with batched matmuls (whose gathered copies are N*K*D values), and 1.1-3.6x faster than the
+official dense masked formulation at DeiT-S sizes, with 4-6x less memory at 577 tokens.
 
 ``torch.compile`` cannot trace sparse tensors, so the path is registered as two custom ops
 (``visionzoo::sparse_attention_fwd`` / ``_bwd``, with shape-only fake implementations and

@@ -12,13 +12,13 @@ import torch
 if not torch.cuda.is_available():  # before anything imports triton_kernel (see conftest.py)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import torch.nn.functional as F  # noqa: E402
-from hypothesis import given, settings, strategies as st  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+from torch.utils.flop_counter import FlopCounterMode
 
-from visionzoo.kernels import sparse_attention, sparse_attention_flops, use_backend, window_attention  # noqa: E402
-from visionzoo.kernels._backend import triton_interpreting  # noqa: E402
-from visionzoo.kernels.sparse_attention.reference import sparse_attention_reference  # noqa: E402
+from visionzoo.kernels import sparse_attention, sparse_attention_flops, use_backend, window_attention
+from visionzoo.kernels._backend import triton_interpreting
+from visionzoo.kernels.sparse_attention.reference import sparse_attention_reference
 
 sa_module = importlib.import_module("visionzoo.kernels.sparse_attention")
 torch_path = importlib.import_module("visionzoo.kernels.sparse_attention.torch_path")
@@ -132,8 +132,8 @@ def test_reference_matches_loop_formulation(dense):
     q, k, v = make_qkv(2, 7, 2, 3, 4, torch.float64, layout="contiguous")
     index = topk_index(2, 2, 7, 3, dense)
     # float64 on both sides, only the summation order differs: 1e-12 catches any indexing error.
-    assert_rel(sparse_attention_reference(q, k, v, index, 0.7, dense), loop_sparse_attention(q, k, v, index, 0.7, dense),
-               1e-12)
+    expected = loop_sparse_attention(q, k, v, index, 0.7, dense)
+    assert_rel(sparse_attention_reference(q, k, v, index, 0.7, dense), expected, 1e-12)
 
 
 def test_reference_duplicates_count_per_occurrence():
@@ -183,8 +183,10 @@ def test_gradcheck(backend, dense=1):
 @given(
     B=st.integers(1, 2), N=st.integers(1, 24), heads=st.integers(1, 3), dqk=st.integers(1, 9), dv=st.integers(1, 9),
     k_frac=st.floats(0.0, 1.0), dense_frac=st.floats(0.0, 1.0), duplicates=st.booleans(),
-    layout=st.sampled_from(["fused", "heads_first", "contiguous"]), dtype=st.sampled_from([torch.float32, torch.float64]),
-    index_dtype=st.sampled_from([torch.int64, torch.int32, torch.int16]), chunk_bytes=st.sampled_from([1, 4096, 2 ** 25]),
+    layout=st.sampled_from(["fused", "heads_first", "contiguous"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    index_dtype=st.sampled_from([torch.int64, torch.int32, torch.int16]),
+    chunk_bytes=st.sampled_from([1, 4096, 2 ** 25]),
     seed=st.integers(0, 2 ** 16),
 )
 def test_torch_path_matches_reference(B, N, heads, dqk, dv, k_frac, dense_frac, duplicates, layout, dtype, index_dtype,
@@ -209,6 +211,15 @@ def test_torch_path_matches_reference(B, N, heads, dqk, dv, k_frac, dense_frac, 
                                 dense_queries=dense)
     finally:
         torch_path.CHUNK_BYTES = old
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_torch_path_half_precision(dtype):
+    # The torch path computes in fp32 from the rounded inputs: only the stored output and gradients are rounded,
+    # 2^-11 (fp16) and 2^-8 (bf16) relative; 1e-2 and 2e-2 leave margin.
+    q, k, v = make_qkv(2, 11, 2, 8, 8, dtype)
+    check_against_reference("torch", q, k, v, topk_index(2, 2, 11, 4, 1), 1e-2 if dtype == torch.float16 else 2e-2,
+                            dense_queries=1)
 
 
 def test_chunk_sizes_bound_memory():
@@ -395,8 +406,8 @@ def test_cls_recipe(backend):
     with use_backend(backend):
         out = sparse_attention(q, k, v, index, dense_queries=1)
     assert_rel(out[:, :1], full_attention(q[:, :1], k, v, 8 ** -0.5), 1e-5)  # fp32
-    assert_rel(out[:, 1:], loop_sparse_attention(*(t.detach().cpu() for t in (q, k, v)), index.cpu(), 8 ** -0.5, 1)[:, 1:],
-               1e-5)
+    expected = loop_sparse_attention(*(t.detach().cpu() for t in (q, k, v)), index.cpu(), 8 ** -0.5, 1)
+    assert_rel(out[:, 1:], expected[:, 1:], 1e-5)
 
 
 # ------------------------------------------------------------------------------------------ (g) FLOPs
@@ -405,7 +416,7 @@ def gathered_attention(q, k, v, index, scale, dense):
     """The op's matmul work written out with gathers and einsum: the K key and value rows of every sparse query
     gathered ((B, heads, M, K, D) copies), one dot product and one weighted sum per entry; the dense rows against
     all keys. q, k, v: (B, N, heads, D)."""
-    B, N, heads, _ = q.shape
+    B, _, heads, _ = q.shape
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, N, D)
 
     def gather(x):
