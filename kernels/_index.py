@@ -19,7 +19,9 @@ For a target ``t`` the entries ``e`` in ``offsets[..., t] <= e < offsets[..., t 
 (s, k) = (sources[..., e], slots[..., e]) with ``index[..., s, k] == t``, in ascending (s, k) order, so the
 result is deterministic. Entries at and after ``offsets[..., num_targets]`` (the negative, ignored ones) hold
 unspecified sources/slots. Shapes depend only on the input's shape, never on its values (``torch.compile``
-friendly: one stable sort, one scatter-add, one cumsum).
+friendly: one stable sort, one index-add, one cumsum). :func:`transpose_positions` is the same transpose with
+each entry given as its flat position ``s * K + k`` (int64) instead of the (source, slot) pair, for callers
+that permute per-entry data stored in the (S, K) layout.
 
 How a kernel uses it (dK/dV of target tile ``t`` in batch ``b``)::
 
@@ -33,21 +35,22 @@ Users:
 * ``routing_attention`` (BiFormer): index (B, regions, topk) of key regions per query region, targets =
   regions. The backward's dK/dV kernel runs one program per key region over the query regions that routed
   to it.
-* Sparse attention (Sparsifiner, to be built on this): each query attends to its own selected keys, index
-  (B, heads, N, K) with values in [0, N): ``transpose_index(index, N)`` gives, per (b, head) and key token
-  ``j``, the queries that selected ``j`` (sources) and where ``j`` sits in their lists (slots, e.g. to read
-  a stored per-entry weight). Its dK/dV kernel then loops over ``range(offsets[b, h, j], offsets[b, h, j+1])``
-  exactly as above. Variable numbers of kept keys per query fit by padding rows with -1.
+* ``sparse_attention`` (Sparsifiner): each query attends to its own selected keys, index
+  (B, heads, M, K) with values in [0, N) (M = N minus the dense leading queries): ``transpose_index(index, N)``
+  gives, per (b, head) and key token ``j``, the queries that selected ``j``. The Triton dK/dV kernel runs one
+  program per key over ``range(offsets[b, h, j], offsets[b, h, j+1])`` (after the dense queries, which list
+  every key); the CPU torch path builds the transposed CSR matrices of P and dS from
+  :func:`transpose_positions` (column ids = positions // K, values permuted by the positions).
 
 Duplicated targets inside one row are listed once per occurrence (the transpose is of the list, not of a set).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import torch
 
-__all__ = ["TransposedIndex", "transpose_index"]
+__all__ = ["TransposedIndex", "transpose_index", "transpose_positions"]
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -72,6 +75,22 @@ def transpose_index(index: torch.Tensor, num_targets: int, *, check: bool = True
     raises ``ValueError`` for entries >= ``num_targets``; without the check such entries are ignored like
     negative ones.
     """
+    positions, offsets = transpose_positions(index, num_targets, check=check)
+    K = index.shape[-1]
+    return TransposedIndex(
+        sources=torch.div(positions, K, rounding_mode="floor").to(torch.int32),
+        slots=(positions % K).to(torch.int32),
+        offsets=offsets.to(torch.int32),
+    )
+
+
+def transpose_positions(index: torch.Tensor, num_targets: int, *,
+                        check: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The same transpose as :func:`transpose_index`, with each entry given by its flat position in its row
+    of the index, ``s * K + k``, instead of the (source, slot) pair: ``(positions, offsets)``, positions
+    (..., S*K) int64 and offsets (..., num_targets + 1) int64. For callers that permute per-entry data
+    stored in the (S, K) layout (``data.reshape(-1)[positions]``), which saves the split and the re-join.
+    """
     if not isinstance(index, torch.Tensor) or index.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"index must be an integer tensor, got "
                         f"{index.dtype if isinstance(index, torch.Tensor) else type(index).__name__}")
@@ -83,18 +102,24 @@ def transpose_index(index: torch.Tensor, num_targets: int, *, check: bool = True
     n = S * K
     if n >= 2 ** 31 or num_targets >= 2 ** 31:
         raise ValueError(f"index too large for int32 offsets: S*K = {n}, num_targets = {num_targets}")
-    flat = index.reshape(*batch, n).long()
+    flat = index.reshape(-1, n)  # (nb, n): the batch dims folded
+    nb = flat.shape[0]
     if check and not _is_compiling() and flat.numel() > 0 and bool((flat >= num_targets).any()):
         bad = flat[flat >= num_targets][0].item()
         raise ValueError(f"index holds {bad}, outside [0, num_targets={num_targets}) (negative entries mean 'none')")
-    # Ignored entries (negative or out of range) sort into an extra bucket after every real target.
-    key = torch.where((flat >= 0) & (flat < num_targets), flat, torch.full_like(flat, num_targets))
-    order = torch.argsort(key, dim=-1, stable=True)  # stable: ascending flat position (s, k) inside a target
-    counts = torch.zeros(*batch, num_targets + 1, dtype=torch.int64, device=index.device)
-    counts.scatter_add_(-1, key, torch.ones_like(key))
-    offsets = torch.cat([torch.zeros_like(counts[..., :1]), counts[..., :num_targets].cumsum(-1)], dim=-1)
-    return TransposedIndex(
-        sources=torch.div(order, K, rounding_mode="floor").to(torch.int32),
-        slots=(order % K).to(torch.int32),
-        offsets=offsets.to(torch.int32),
-    )
+    # Ignored entries (negative or out of range) go to an extra bucket after every real target. One stable 1-D
+    # sort of (batch, bucket) keys in the narrowest integer type that holds them: on CPU 2-3x faster than a
+    # batched sort of int64 keys (measured on Sparsifiner's 576 x 145 rows); on GPUs a plain radix sort.
+    buckets = nb * (num_targets + 1)
+    key_dtype = torch.int16 if buckets < 2 ** 15 else torch.int32 if buckets < 2 ** 31 else torch.int64
+    key = torch.where((flat >= 0) & (flat < num_targets), flat.to(key_dtype),
+                      torch.full((), num_targets, dtype=key_dtype, device=index.device))
+    key = (key + torch.arange(nb, dtype=key_dtype, device=index.device)[:, None] * (num_targets + 1)).reshape(-1)
+    order = torch.argsort(key, stable=True)  # stable: ascending flat position (s, k) inside a bucket
+    positions = order.view(nb, n) - torch.arange(nb, device=index.device)[:, None] * n  # local to each row
+    counts = torch.zeros(buckets, dtype=torch.int64, device=index.device)
+    counts.index_add_(0, key.to(torch.int32) if key_dtype == torch.int16 else key,
+                      torch.ones_like(key, dtype=torch.int64))
+    counts = counts.view(nb, num_targets + 1)
+    offsets = torch.cat([torch.zeros_like(counts[:, :1]), counts[:, :num_targets].cumsum(-1)], dim=-1)
+    return positions.view(*batch, n), offsets.view(*batch, num_targets + 1)

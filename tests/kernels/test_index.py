@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from visionzoo.kernels._index import transpose_index
+from visionzoo.kernels._index import transpose_index, transpose_positions
 
 
 def loop_transpose(index, num_targets):
@@ -29,6 +29,23 @@ def test_matches_loop(S, K, T, batch, with_padding, seed):
     for b in range(batch):
         assert csr_lists(result, b, T) == loop_transpose(index[b], T)
         assert result.offsets[b, 0] == 0 and result.offsets[b, -1] == int((index[b] >= 0).sum())
+
+
+@pytest.mark.parametrize("num_targets", [7, 40_000])  # sort keys int16, and int32 (more than 2**15 buckets)
+def test_positions_are_source_times_k_plus_slot(num_targets):
+    index = torch.randint(-1, 7, (2, 3, 5, 4), generator=torch.Generator().manual_seed(0))
+    index[0, 0, 0, 0] = num_targets - 1
+    positions, offsets = transpose_positions(index, num_targets)
+    result = transpose_index(index, num_targets)
+    assert positions.dtype == offsets.dtype == torch.int64 and positions.shape == (2, 3, 20)
+    assert torch.equal(offsets, result.offsets.long())
+    assert torch.equal(positions, result.sources.long() * 4 + result.slots)
+    for b in range(2):
+        for h in range(3):  # positions grouped by target, ascending inside each; ignored (negative) ones last
+            flat = index[b, h].reshape(-1).tolist()
+            expected = sorted(range(20), key=lambda e: (flat[e] if flat[e] >= 0 else num_targets, e))
+            n_real = sum(x >= 0 for x in flat)
+            assert positions[b, h, :n_real].tolist() == expected[:n_real]
 
 
 def test_sparse_attention_layout():
