@@ -4,13 +4,13 @@ Tiles, as the Triton kernels and the neighbourhood attention torch path do (``_n
 dilation sub-lattice, queries are grouped in tiles of about ``TILE x TILE`` positions (balanced: a 14-long class
 gets two tiles of 7, not 8 + 6), and each tile reads its halo, the ``(tile + k - 1)^2`` values that hold all of its
 queries' windows. The per-pixel weights of the tile are scattered into a dense (queries x halo) matrix, zero
-outside each query's window (one ``index_select`` from the weights padded with a zero column, by the shared
-``slot`` index), so the aggregation is one batched matmul per chunk of tiles: V is gathered per tile halo (about
-1.5-6x its size, never k*k copies), and the dense weights are (tile + k - 1)^2 / k^2 times the weights' size
+outside each query's window (each query's k*k weights go to the halo columns of its slots, the shared
+``slot_halo`` index), so the aggregation is one batched matmul per chunk of tiles: V is gathered per tile halo
+(about 1.5-6x its size, never k*k copies), and the dense weights are (tile + k - 1)^2 / k^2 times the weights' size
 (1.16x for OverLoCK-T stage 3 at 224, where a 7x7 tile's halo is the 14x14 map; 2.4x for 8x8 tiles at k = 13).
 
 Backward (custom autograd.Function; saves only attn and value): per chunk, dW_dense = dO V_halo^T, whose entries
-at each query's window are read back in slot order by the inverse index (``slot_halo``), and dV_halo = W_dense^T dO,
+at each query's window are read back in slot order (a gather by the same index), and dV_halo = W_dense^T dO,
 summed over overlapping halos with ``index_add_`` (deterministic on CPU; on CUDA torch may use atomics for it, the
 Triton path is the default there). Memory is bounded: tiles (and, for large batches, images) are processed in
 chunks whose dense weights and halo values take at most ``CHUNK_BYTES``.
@@ -24,7 +24,6 @@ import functools
 from typing import List, NamedTuple, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .._neighborhood import axis_tiles, has_clamped_tiles
 
@@ -37,8 +36,7 @@ class _Chunk(NamedTuple):
     qtok: torch.Tensor  # (T*M,) flat token index of each tile query (clamped duplicates included)
     qvalid: torch.Tensor  # (T, M, 1) bool: False for clamped duplicates
     ktok: torch.Tensor  # (T*N,) flat token index of each halo key
-    w_index: torch.Tensor  # (T*M*N,) into the flat weights padded to k*k+1 per token: qtok*(kk+1) + slot (kk outside)
-    dw_index: torch.Tensor  # (T*M*kk,) into the chunk's flat (T, M, N) dense matrix: the halo column of each slot
+    column: torch.Tensor  # (T*M, kk) the halo column (0 .. N-1) of each slot of each tile query
     shape: Tuple[int, int, int]  # (T, M, N)
 
 
@@ -57,26 +55,18 @@ def balanced_tile(length: int, dilation: int, tile: int) -> int:
     return -(-longest // n)
 
 
-def _chunk(tr, tc, a, b, width: int, n_tokens: int, kernel_size: int) -> _Chunk:
-    T, k = a.numel(), kernel_size
-    kk = k * k
+def _chunk(tr, tc, a, b, width: int, kernel_size: int) -> _Chunk:
+    T, kk = a.numel(), kernel_size * kernel_size
     Nc = tc.halo.shape[1]
     M = tr.query.shape[1] * tc.query.shape[1]
     N = tr.halo.shape[1] * Nc
-    qtok = (tr.query[a][:, :, None] * width + tc.query[b][:, None, :]).reshape(T, M)
-    allowed = (tr.in_window[a][:, :, None, :, None] & tc.in_window[b][:, None, :, None, :]).reshape(T, M, N)
-    slot = (tr.slot[a][:, :, None, :, None] * k + tc.slot[b][:, None, :, None, :]).reshape(T, M, N)
-    w_index = qtok[:, :, None] * (kk + 1) + slot.masked_fill(~allowed, kk)
-    column = (tr.slot_halo[a][:, :, None, :, None] * Nc + tc.slot_halo[b][:, None, :, None, :]).reshape(T, M, kk)
-    dw_index = torch.arange(T * M, device=a.device).view(T, M, 1) * N + column
-    # int32 halves the cached index memory (shape arithmetic: the largest flat index of either kind)
-    index_dtype = torch.int32 if max(n_tokens * (kk + 1), T * M * N) < 2 ** 31 else torch.int64
+    # slot ti * k + tj of query (row m_r, col m_c) is halo entry (slot_halo_row[ti], slot_halo_col[tj]), row-major
+    column = tr.slot_halo[a][:, :, None, :, None] * Nc + tc.slot_halo[b][:, None, :, None, :]  # (T, Mr, Mc, k, k)
     return _Chunk(
-        qtok=qtok.reshape(T * M),
+        qtok=(tr.query[a][:, :, None] * width + tc.query[b][:, None, :]).reshape(T * M),
         qvalid=(tr.query_valid[a][:, :, None] & tc.query_valid[b][:, None, :]).reshape(T, M, 1),
         ktok=(tr.halo[a][:, :, None] * width + tc.halo[b][:, None, :]).reshape(T * N),
-        w_index=w_index.reshape(-1).to(index_dtype),
-        dw_index=dw_index.reshape(-1).to(index_dtype),
+        column=column.reshape(T * M, kk),
         shape=(T, M, N),
     )
 
@@ -105,7 +95,7 @@ def _build_plan(B, heads, H, W, D, kernel_size, dilation, tile, device, budget) 
     tile_ranges, images = _split(B, heads, nA * nB, heads * N * (M + D) * 4, budget)
     duplicates = has_clamped_tiles(H, dilation, tr.query.shape[1]) or has_clamped_tiles(W, dilation, tc.query.shape[1])
     disjoint = not duplicates and tr.halo.shape[1] == tr.query.shape[1] and tc.halo.shape[1] == tc.query.shape[1]
-    chunks = [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, H * W, kernel_size) for t0, t1 in tile_ranges]
+    chunks = [_chunk(tr, tc, pa[t0:t1], pb[t0:t1], W, kernel_size) for t0, t1 in tile_ranges]
     return _Plan(chunks, images, duplicates, disjoint)
 
 
@@ -123,16 +113,15 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _padded_weights(attn: torch.Tensor) -> torch.Tensor:
-    """(B, heads, H, W, kk) -> (B, heads, H*W*(kk+1)): each token's weights followed by a zero (the entry that
-    every (query, halo key) pair outside the query's window reads)."""
-    B, heads, H, W, kk = attn.shape
-    return F.pad(attn.reshape(B, heads, H * W, kk), (0, 1)).view(B, heads, H * W * (kk + 1))
-
-
 def _dense(ah: torch.Tensor, c: _Chunk) -> torch.Tensor:
-    """(b, heads, T, M, N) dense weights of the chunk's tiles from the padded flat weights."""
-    return ah.index_select(2, c.w_index).view(ah.shape[0], ah.shape[1], *c.shape)
+    """(b, heads, T, M, N) dense weights of the chunk's tiles, zero outside each query's window, from the weights
+    ah (b, heads, H*W, kk): each query's row of kk weights is scattered to its slots' halo columns (a scatter along
+    the last dimension; an index_select of all T*M*N entries from zero-padded weights was ~8x slower on CPU)."""
+    b, nh = ah.shape[:2]
+    T, M, N = c.shape
+    rows = ah.index_select(2, c.qtok)  # (b, heads, T*M, kk)
+    dense = torch.zeros((b, nh, T * M, N), dtype=ah.dtype, device=ah.device)
+    return dense.scatter_(-1, c.column.expand(b, nh, -1, -1), rows).view(b, nh, T, M, N)
 
 
 def _gather(x: torch.Tensor, tok: torch.Tensor, T: int) -> torch.Tensor:
@@ -144,7 +133,7 @@ def _gather(x: torch.Tensor, tok: torch.Tensor, T: int) -> torch.Tensor:
 def _forward(attn, value, kernel_size, dilation, tile):
     B, nh, H, W, D = value.shape
     plan = _get_plan(B, nh, H, W, D, kernel_size, dilation, tile, value.device)
-    ah = _padded_weights(attn)
+    ah = attn.reshape(B, nh, H * W, attn.shape[-1])
     vh = value.reshape(B, nh, H * W, D)
     # every query lies in exactly one tile unless tiles hold clamped duplicates: then accumulate, masked
     out = (torch.zeros if plan.duplicates else torch.empty)((B, nh, H * W, D), dtype=value.dtype, device=value.device)
@@ -163,7 +152,7 @@ def _backward(do, attn, value, kernel_size, dilation, tile, need_attn: bool, nee
     B, nh, H, W, D = value.shape
     kk = attn.shape[-1]
     plan = _get_plan(B, nh, H, W, D, kernel_size, dilation, tile, value.device)
-    ah = _padded_weights(attn) if need_value else None
+    ah = attn.reshape(B, nh, H * W, kk)
     vh = value.reshape(B, nh, H * W, D)
     doh = do.reshape(B, nh, H * W, D)
     acc = _acc_dtype(value)
@@ -182,7 +171,7 @@ def _backward(do, attn, value, kernel_size, dilation, tile, need_attn: bool, nee
             vt = _gather(vh[b0:b1], c.ktok, T)  # (b, heads, T, N, D)
             if need_attn:
                 dense = torch.matmul(dot, vt.transpose(-1, -2)).to(attn.dtype)  # (b, heads, T, M, N)
-                rows = dense.view(b1 - b0, nh, T * M * N).index_select(2, c.dw_index).view(b1 - b0, nh, T * M, kk)
+                rows = dense.view(b1 - b0, nh, T * M, N).gather(-1, c.column.expand(b1 - b0, nh, -1, -1))
                 if plan.duplicates:
                     dattn[b0:b1].index_add_(2, c.qtok, rows)
                 else:
