@@ -42,9 +42,10 @@ def _check_shapes(attn_shape, value_shape, kernel_size, dilation):
     return kernel_size, dilation
 
 
-def _triton_unsupported(value: torch.Tensor) -> Optional[str]:
-    if value.dtype not in TRITON_DTYPES:
-        return f"dtype {value.dtype} (supported: float16, bfloat16, float32)"
+def _triton_unsupported(attn: torch.Tensor, value: torch.Tensor) -> Optional[str]:
+    for name, t in (("value", value), ("attn", attn)):
+        if t.dtype not in TRITON_DTYPES:
+            return f"{name} dtype {t.dtype} (supported: float16, bfloat16, float32)"
     if value.shape[-1] > TRITON_MAX_HEAD_DIM:
         return f"head_dim {value.shape[-1]} > {TRITON_MAX_HEAD_DIM}"
     return None
@@ -61,7 +62,10 @@ def neighborhood_aggregation(attn: torch.Tensor, value: torch.Tensor, kernel_siz
     * ``attn``: (B, heads, H, W, kernel_size**2), the weights of each pixel's k x k neighbours in row-major slot
       order (slot ``ti * k + tj`` is the neighbour at row slot ti, column slot tj of the window). They are used as
       given (OverLoCK's ContMix softmaxes them per tap group before the call; nothing is normalised here).
-    * ``value``: (B, heads, H, W, D), the same dtype and device as ``attn``. Any strides for both.
+    * ``value``: (B, heads, H, W, D) on attn's device. Any strides for both. ``attn`` may have another floating dtype
+      (under autocast the caller's softmax gives fp32 weights for bf16 values): as NATTEN 0.17's ``na2d_av`` does, the
+      weights are used in value's dtype (rounded to it), sums accumulate in fp32, and attn's gradient comes back in
+      attn's dtype.
     * The neighbourhood is that of :func:`neighborhood_attention` (NATTEN semantics, ``kernels/_neighborhood.py``):
       along each axis, the ``kernel_size`` consecutive positions of the pixel's dilation sub-lattice centred on it,
       shifted inward at the borders (never padded), so every pixel has exactly k*k neighbours. With dilation 1 that
@@ -76,15 +80,17 @@ def neighborhood_aggregation(attn: torch.Tensor, value: torch.Tensor, kernel_siz
     """
     check_tensors("(B, heads, H, W, kernel_size**2)", attn=attn)
     check_tensors("(B, heads, H, W, head_dim)", value=value)
-    check_tensors("(B, heads, H, W, C)", attn=attn, value=value)  # one dtype and device for both
+    if attn.device != value.device:
+        raise ValueError(f"{OP}: attn and value must be on the same device, got {attn.device} and {value.device}")
     kernel_size, dilation = _check_shapes(tuple(attn.shape), tuple(value.shape), kernel_size, dilation)
-    backend = choose_backend(OP, attn, value, triton_supported=_triton_unsupported(value))
-    if backend == "triton":
+    backend = choose_backend(OP, attn, value, triton_supported=_triton_unsupported(attn, value))
+    if backend == "triton":  # the kernels read attn in its own dtype and round it to value's as they load it
         from .triton_kernel import neighborhood_aggregation_triton  # imported lazily, like the other ops
         return neighborhood_aggregation_triton(attn, value, kernel_size, dilation)
     if backend == "reference":
         return neighborhood_aggregation_reference(attn, value, kernel_size, dilation)
-    return neighborhood_aggregation_torch(attn, value, kernel_size, dilation)
+    # autograd's cast returns attn's gradient in attn's dtype
+    return neighborhood_aggregation_torch(attn.to(value.dtype), value, kernel_size, dilation)
 
 
 na2d_av = neighborhood_aggregation

@@ -30,13 +30,15 @@ def _one_hot_windows(length: int, kernel_size: int, dilation: int, dtype, device
 
 def neighborhood_aggregation_reference(attn: torch.Tensor, value: torch.Tensor, kernel_size: int,
                                        dilation: int) -> torch.Tensor:
-    """attn: (B, heads, H, W, k*k); value: (B, heads, H, W, D). Returns (B, heads, H, W, D) in value's dtype."""
+    """attn: (B, heads, H, W, k*k), any float dtype; value: (B, heads, H, W, D). Returns (B, heads, H, W, D) in
+    value's dtype."""
     B, heads, H, W, D = value.shape
     k = kernel_size
     compute_dtype = torch.promote_types(value.dtype, torch.float32)  # fp16/bf16 in, fp32 sums
     rows = _one_hot_windows(H, k, dilation, compute_dtype, value.device)  # rows[i, ti, i2]
     cols = _one_hot_windows(W, k, dilation, compute_dtype, value.device)  # cols[j, tj, j2]
-    a = attn.to(compute_dtype).reshape(B, heads, H, W, k, k)  # [..., ti, tj] = slot ti * k + tj
+    # the weights are used in value's dtype (NATTEN 0.17 casts them so), then everything is summed in fp32 or wider
+    a = attn.to(value.dtype).to(compute_dtype).reshape(B, heads, H, W, k, k)  # [..., ti, tj] = slot ti * k + tj
     # dense[b, h, i, j, i2, j2]: the weight pixel (i, j) gives to pixel (i2, j2), zero outside its window
     dense = torch.einsum("bhijst,ism,jtn->bhijmn", a, rows, cols)
     out = torch.einsum("bhijmn,bhmnd->bhijd", dense, value.to(compute_dtype))

@@ -16,9 +16,11 @@ Semantics are those of :mod:`.reference`; the index rule and the tiling come fro
      slot of dattn (every slot of every real query written exactly once).
   2. ``_bwd_dvalue_kernel`` per key tile: its queries are the tile's inverse neighbourhood (contiguous per axis),
      streamed in chunks; the transposed weight block is gathered from attn the same way and dV += P^T dO.
-* **dtypes.** Weights and values go to ``tl.dot`` in the input dtype (fp32 accumulation), so fp16/bf16 weights
-  are used exactly as given; fp32 uses ``input_precision="ieee"`` (no TF32). bf16 ``tl.dot`` is broken in the CPU
-  interpreter, so bf16 is upcast to fp32 there.
+* **dtypes.** Weights and values go to ``tl.dot`` in value's dtype (fp32 accumulation): weights of another dtype
+  (fp32 softmax output under autocast) are rounded to it as they are loaded, which is NATTEN 0.17's
+  ``attn.to(value.dtype)`` without the extra pass over the largest tensor; dattn is stored in attn's dtype from the
+  fp32 dP. fp32 uses ``input_precision="ieee"`` (no TF32). bf16 ``tl.dot`` is broken in the CPU interpreter, so bf16
+  is upcast to fp32 there (after the rounding to bf16).
 """
 from __future__ import annotations
 
@@ -92,7 +94,7 @@ def _fwd_kernel(
                     mask=k_ok[:, None] & d_ok[None, :], other=0.0)
         pair = nb_in_window(sr[:, None], kr[None, :], KS) & nb_in_window(sc[:, None], kc[None, :], KS) & k_ok[None, :]
         slot = (kr[None, :] - sr[:, None]) * KS + (kc[None, :] - sc[:, None])
-        p = tl.load(a_row[:, None] + slot * sat, mask=pair, other=0.0)
+        p = tl.load(a_row[:, None] + slot * sat, mask=pair, other=0.0).to(V.dtype.element_ty)  # attn in v's dtype
         if UPCAST:
             p = p.to(tl.float32)
             v = v.to(tl.float32)
@@ -192,7 +194,7 @@ def _bwd_dvalue_kernel(
                 & q_ok[None, :])
         slot = (kr[:, None] - sqr[None, :]) * KS + (kc[:, None] - sqc[None, :])
         a_row = A + b * sab + h * sah + qrow * sai + qcol * saj  # (BLOCK_N,)
-        pt = tl.load(a_row[None, :] + slot * sat, mask=pair, other=0.0)
+        pt = tl.load(a_row[None, :] + slot * sat, mask=pair, other=0.0).to(DV.dtype.element_ty)
         if UPCAST:
             pt = pt.to(tl.float32)
             do = do.to(tl.float32)

@@ -372,6 +372,24 @@ def test_uniform_weights_over_the_whole_map_give_the_mean(backend):
     assert_rel(out, value.mean((2, 3), keepdim=True).expand_as(value), 1e-5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_weights_in_another_dtype_are_used_in_values_dtype(backend):
+    """fp32 weights (a softmax under autocast) with fp16 values: as NATTEN 0.17's na2d_av, the weights are rounded
+    to value's dtype first; attn's gradient comes back in attn's dtype."""
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    attn, value = make_inputs(1, 2, 8, 9, 8, 3, device=device)
+    value = value.detach().half().requires_grad_()
+    grad_out = torch.randn(value.shape, device=device).half()
+    out, (dattn, dvalue) = run(backend, attn, value, 3, 2, grad_out)
+    assert (out.dtype, dattn.dtype, dvalue.dtype) == (torch.float16, torch.float32, torch.float16)
+    attn16 = attn.detach().half().requires_grad_()
+    out16, (dattn16, dvalue16) = run(backend, attn16, value, 3, 2, grad_out)
+    # the same fp16 weights enter the same computation: bitwise equal output and value gradient
+    assert torch.equal(out, out16) and torch.equal(dvalue, dvalue16)
+    # dattn: fp32 here, fp16-rounded there (Triton stores the fp32 dP in attn's dtype): 2^-11 relative; 2e-3
+    assert_rel(dattn, dattn16, 2e-3)
+
+
 # ------------------------------------------------------------------------------------------------ (g) FLOPs
 
 def test_flops_match_flop_counter():
@@ -423,7 +441,7 @@ def test_forced_triton_refuses_float64():
     (lambda a, v: (a[..., 0], v, 3), ValueError, r"attn must be \(B, heads, H, W, kernel_size\*\*2\), got a 4-D"),
     (lambda a, v: (a, v[..., 0], 3), ValueError, r"value must be \(B, heads, H, W, head_dim\), got a 4-D"),
     (lambda a, v: (a, v.long(), 3), TypeError, "value must be a floating point tensor, got torch.int64"),
-    (lambda a, v: (a.double(), v, 3), ValueError, "attn, value must share dtype and device"),
+    (lambda a, v: (a.to("meta"), v, 3), ValueError, "attn and value must be on the same device, got meta and cpu"),
     (lambda a, v: (a, v.numpy(), 3), TypeError, "value must be a torch.Tensor, got ndarray"),
     (lambda a, v: (a[:0], v[:0], 3), ValueError, "attn must not be empty"),
     (lambda a, v: (a[..., :4], v, 2), ValueError, "kernel_size must be an odd integer >= 1.*got 2"),
