@@ -58,7 +58,7 @@ import torch
 __all__ = [
     "check_neighborhood", "sublattice_length", "window_start_sub", "inverse_range_sub",
     "axis_window_start", "axis_neighbors", "axis_rpb_index", "axis_inverse_range",
-    "neighbor_index", "rpb_index", "AxisTiles", "axis_tiles", "tiles_per_class",
+    "neighbor_index", "rpb_index", "AxisTiles", "axis_tiles", "tiles_per_class", "has_clamped_tiles",
 ]
 
 
@@ -187,6 +187,8 @@ class AxisTiles(NamedTuple):
     * ``slot`` (n, tile, halo) int64: the pair's slot t along this axis (key = window start + t), clamped to
       ``0 .. k-1`` where not in window; the 2D slot is ``slot_row * k + slot_col`` (for weights given per slot,
       as ``na2d_av`` takes them: ``w[..., slot]`` scattered onto the halo).
+    * ``slot_halo`` (n, tile, k) int64: the inverse of ``slot``: the halo entry (``0 .. halo-1``) that holds slot t
+      of query i's window (``halo[., slot_halo[., i, t]]`` is its t-th neighbour), duplicates included.
     """
     query: torch.Tensor
     query_valid: torch.Tensor
@@ -194,6 +196,7 @@ class AxisTiles(NamedTuple):
     in_window: torch.Tensor
     rpb: torch.Tensor
     slot: torch.Tensor
+    slot_halo: torch.Tensor
 
 
 def tiles_per_class(length: int, kernel_size: int, dilation: int, tile: int) -> Tuple[int, int, int]:
@@ -202,6 +205,14 @@ def tiles_per_class(length: int, kernel_size: int, dilation: int, tile: int) -> 
     longest = -(-length // dilation)
     tile = max(1, min(tile, longest))
     return tile, min(tile + kernel_size - 1, longest), -(-longest // tile)
+
+
+def has_clamped_tiles(length: int, dilation: int, tile: int) -> bool:
+    """Whether some tile of :func:`axis_tiles` holds clamped duplicate positions, for ``tile`` as actually used
+    (``tiles_per_class(...)[0]``): every class gets the tile count of the longest one, so a class whose length is not
+    exactly that many tiles has duplicates. Shape arithmetic only (no tensors), so ``torch.compile`` needs no guard."""
+    per_class = -(-sublattice_length(length, dilation, 0) // tile)
+    return any(sublattice_length(length, dilation, r) != per_class * tile for r in range(dilation))
 
 
 def axis_tiles(length: int, kernel_size: int, dilation: int = 1, tile: int = 8, device=None) -> AxisTiles:
@@ -224,8 +235,10 @@ def axis_tiles(length: int, kernel_size: int, dilation: int = 1, tile: int = 8, 
     in_window = (s[:, None, :] >= start[:, :, None]) & (s[:, None, :] < start[:, :, None] + kernel_size)
     rpb = (s[:, None, :] - p[:, :, None] + kernel_size - 1).clamp(0, 2 * kernel_size - 2)
     slot = (s[:, None, :] - start[:, :, None]).clamp(0, kernel_size - 1)
+    slot_halo = (start - start[:, :1])[:, :, None] + torch.arange(kernel_size, device=device)  # (n, tile, k)
     s = torch.minimum(s, sub_len[:, None] - 1)
-    return AxisTiles(r[:, None] + dilation * p, query_valid, r[:, None] + dilation * s, in_window, rpb, slot)
+    return AxisTiles(r[:, None] + dilation * p, query_valid, r[:, None] + dilation * s, in_window, rpb, slot,
+                     slot_halo)
 
 
 # ------------------------------------------------------------------------------------------ Triton helpers
@@ -268,6 +281,51 @@ if triton is not None:
     def nb_rpb_offset(p, s, K: tl.constexpr):
         """Bias-table index along one axis of the pair (query p, key s): s - p + K - 1 (in 0 .. 2K-2 in window)."""
         return s - p + K - 1
+
+    # Tiles of the Triton kernels: per image, per residue class (rr, rc) and per TH x TW class positions. Every
+    # class gets the tile count of the longest one (n_th x n_tw); positions past the end of a shorter class are
+    # clamped duplicates of its last position (computed like their twin, never stored).
+
+    @triton.jit
+    def nb_decode_tile(pid, n_th, n_tw, DIL):
+        """Program id -> (image, row residue, column residue, tile row, tile column); tile column fastest."""
+        tw = pid % n_tw
+        pid = pid // n_tw
+        th = pid % n_th
+        pid = pid // n_th
+        rc = pid % DIL
+        pid = pid // DIL
+        rr = pid % DIL
+        return pid // DIL, rr, rc, th, tw
+
+    @triton.jit
+    def nb_tile_positions(th, tw, Lr, Lc, TH: tl.constexpr, TW: tl.constexpr, BLOCK: tl.constexpr):
+        """Class (row, col) positions of the tile's BLOCK = TH * TW entries (row-major), clamped into the class
+        (Lr x Lc), and which of them are real."""
+        m = tl.arange(0, BLOCK)
+        pr = th * TH + m // TW
+        pc = tw * TW + m % TW
+        ok = (pr < Lr) & (pc < Lc)
+        return tl.minimum(pr, Lr - 1), tl.minimum(pc, Lc - 1), ok
+
+    @triton.jit
+    def nb_query_halo(t, L, T: tl.constexpr, K: tl.constexpr):
+        """(first key position, number of key positions) along one axis that query tile t (of T positions) needs:
+        ``start(first) .. start(last) + K - 1``, at most T + K - 1."""
+        first = tl.minimum(t * T, L - 1)
+        last = tl.minimum(t * T + T - 1, L - 1)
+        h0 = nb_window_start(first, L, K)
+        return h0, nb_window_start(last, L, K) + K - h0
+
+    @triton.jit
+    def nb_key_halo(t, L, T: tl.constexpr, K: tl.constexpr):
+        """(first query position, number of query positions) along one axis whose windows hold keys of key tile t:
+        ``first(first key) .. last(last key)`` (the inverse neighbourhood, contiguous), at most T + 2 (K - 1)."""
+        first = tl.minimum(t * T, L - 1)
+        last = tl.minimum(t * T + T - 1, L - 1)
+        q0 = nb_inverse_first(first, K)
+        return q0, nb_inverse_last(last, L, K) - q0 + 1
 else:  # pragma: no cover
     nb_sublattice_length = nb_window_start = nb_inverse_first = nb_inverse_last = None
     nb_in_window = nb_rpb_offset = None
+    nb_decode_tile = nb_tile_positions = nb_query_halo = nb_key_halo = None

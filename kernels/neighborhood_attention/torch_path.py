@@ -26,7 +26,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 
-from .._neighborhood import axis_tiles, sublattice_length
+from .._neighborhood import axis_tiles, has_clamped_tiles
 
 TILE = 8
 CHUNK_BYTES = 32 * 2 ** 20  # fp32 scores of one chunk (the probabilities, masks, dS are of the same size)
@@ -42,13 +42,6 @@ class _Chunk(NamedTuple):
     duplicates: bool  # whether any tile of the map holds clamped duplicate queries (shape arithmetic only)
     disjoint: bool  # whether every key lies in exactly one halo (each class is one tile and its own halo)
     span: Optional[Tuple[int, int]]  # blocked layout only: the chunk's tokens are this range (queries = keys)
-
-
-def _has_duplicates(length: int, dilation: int, tile: int) -> bool:
-    """Whether some tile holds clamped positions: every class gets ceil(longest / tile) tiles, so a class
-    whose length is not exactly that many tiles has clamped duplicates (shape arithmetic only)."""
-    per_class = -(-sublattice_length(length, dilation, 0) // tile)
-    return any(sublattice_length(length, dilation, r) != per_class * tile for r in range(dilation))
 
 
 def _chunk(tr, tc, a, b, width: int, kernel_size: int, duplicates: bool, disjoint: bool,
@@ -104,7 +97,7 @@ def _build_plan(B, H, W, heads, kernel_size, dilation, tile, device, budget
     q = torch.empty((B, H, W, heads, 1), device=device)  # shapes only
     tr, tc, pa, pb, M, N = _layout(q, kernel_size, dilation, tile)
     tile_ranges, image_ranges = _plan(B, heads, pa.numel(), M, N, budget)
-    duplicates = (_has_duplicates(H, dilation, tr.query.shape[1]) or _has_duplicates(W, dilation, tc.query.shape[1]))
+    duplicates = has_clamped_tiles(H, dilation, tr.query.shape[1]) or has_clamped_tiles(W, dilation, tc.query.shape[1])
     # halo == tile on both axes means one tile per class whose halo is the class (e.g. 7x7 classes at d = 8 on 56)
     disjoint = not duplicates and tr.halo.shape[1] == tr.query.shape[1] and tc.halo.shape[1] == tc.query.shape[1]
     # Then (no duplicates: every class has the same length, H and W are multiples of d) tile t is class t in

@@ -37,8 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._neighborhood import (nb_in_window, nb_inverse_first, nb_inverse_last, nb_rpb_offset, nb_sublattice_length,
-                             nb_window_start)
+from .._neighborhood import (nb_decode_tile, nb_in_window, nb_key_halo, nb_query_halo, nb_rpb_offset,
+                             nb_sublattice_length, nb_tile_positions, nb_window_start)
 
 __all__ = ["neighborhood_attention_triton"]
 
@@ -59,47 +59,6 @@ def tile_config(longest_w: int, head_dim: int) -> Tuple[int, int, int, int, int]
     block_n = 32 if block_d >= 128 else 64
     num_warps = 8 if block_d >= 128 else 4
     return tw, 64, block_n, block_d, num_warps
-
-
-@triton.jit
-def _decode_tile(pid, n_th, n_tw, DIL):
-    """Program id -> (image, row residue, column residue, tile row, tile column)."""
-    tw = pid % n_tw
-    pid = pid // n_tw
-    th = pid % n_th
-    pid = pid // n_th
-    rc = pid % DIL
-    pid = pid // DIL
-    rr = pid % DIL
-    return pid // DIL, rr, rc, th, tw
-
-
-@triton.jit
-def _tile_positions(th, tw, Lr, Lc, TH: tl.constexpr, TW: tl.constexpr, BLOCK: tl.constexpr):
-    """Sub-lattice (row, col) of the tile's BLOCK positions, clamped into the class, and which are real."""
-    m = tl.arange(0, BLOCK)
-    pr = th * TH + m // TW
-    pc = tw * TW + m % TW
-    ok = (pr < Lr) & (pc < Lc)
-    return tl.minimum(pr, Lr - 1), tl.minimum(pc, Lc - 1), ok
-
-
-@triton.jit
-def _query_halo(t, L, T: tl.constexpr, K: tl.constexpr):
-    """First key position and number of key positions (one axis) that tile t of T queries needs."""
-    first = tl.minimum(t * T, L - 1)
-    last = tl.minimum(t * T + T - 1, L - 1)
-    h0 = nb_window_start(first, L, K)
-    return h0, nb_window_start(last, L, K) + K - h0
-
-
-@triton.jit
-def _key_halo(t, L, T: tl.constexpr, K: tl.constexpr):
-    """First query position and number of query positions (one axis) whose windows touch key tile t."""
-    first = tl.minimum(t * T, L - 1)
-    last = tl.minimum(t * T + T - 1, L - 1)
-    q0 = nb_inverse_first(first, K)
-    return q0, nb_inverse_last(last, L, K) - q0 + 1
 
 
 @triton.jit
@@ -137,15 +96,15 @@ def _fwd_kernel(
 ):
     TH: tl.constexpr = BLOCK_M // TW
     h = tl.program_id(1)
-    b, rr, rc, th, tw = _decode_tile(tl.program_id(0), n_th, n_tw, DIL)
+    b, rr, rc, th, tw = nb_decode_tile(tl.program_id(0), n_th, n_tw, DIL)
     b = b.to(tl.int64)  # batch offsets may exceed int32
     Lr = nb_sublattice_length(H, rr, DIL)
     Lc = nb_sublattice_length(W, rc, DIL)
-    pr, pc, q_ok = _tile_positions(th, tw, Lr, Lc, TH, TW, BLOCK_M)
+    pr, pc, q_ok = nb_tile_positions(th, tw, Lr, Lc, TH, TW, BLOCK_M)
     sr = nb_window_start(pr, Lr, KS)
     sc = nb_window_start(pc, Lc, KS)
-    hr0, n_hr = _query_halo(th, Lr, TH, KS)
-    hc0, n_hc = _query_halo(tw, Lc, TW, KS)
+    hr0, n_hr = nb_query_halo(th, Lr, TH, KS)
+    hc0, n_hc = nb_query_halo(tw, Lc, TW, KS)
 
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
@@ -215,15 +174,15 @@ def _bwd_dq_kernel(
     tile_start = chunk * tiles_per_chunk
     tile_end = tl.minimum(tile_start + tiles_per_chunk, n_tiles)
     for tile in range(tile_start, tile_end):
-        b, rr, rc, th, tw = _decode_tile(tile, n_th, n_tw, DIL)
+        b, rr, rc, th, tw = nb_decode_tile(tile, n_th, n_tw, DIL)
         b = b.to(tl.int64)
         Lr = nb_sublattice_length(H, rr, DIL)
         Lc = nb_sublattice_length(W, rc, DIL)
-        pr, pc, q_ok = _tile_positions(th, tw, Lr, Lc, TH, TW, BLOCK_M)
+        pr, pc, q_ok = nb_tile_positions(th, tw, Lr, Lc, TH, TW, BLOCK_M)
         sr = nb_window_start(pr, Lr, KS)
         sc = nb_window_start(pc, Lc, KS)
-        hr0, n_hr = _query_halo(th, Lr, TH, KS)
-        hc0, n_hc = _query_halo(tw, Lc, TW, KS)
+        hr0, n_hr = nb_query_halo(th, Lr, TH, KS)
+        hc0, n_hc = nb_query_halo(tw, Lc, TW, KS)
         qrow = rr + DIL * pr
         qcol = rc + DIL * pc
 
@@ -296,13 +255,13 @@ def _bwd_dkdv_kernel(
     """One program per key tile (BLOCK_M keys); its queries (inverse neighbourhood) in chunks of BLOCK_N."""
     TH: tl.constexpr = BLOCK_M // TW
     h = tl.program_id(1)
-    b, rr, rc, th, tw = _decode_tile(tl.program_id(0), n_th, n_tw, DIL)
+    b, rr, rc, th, tw = nb_decode_tile(tl.program_id(0), n_th, n_tw, DIL)
     b = b.to(tl.int64)
     Lr = nb_sublattice_length(H, rr, DIL)
     Lc = nb_sublattice_length(W, rc, DIL)
-    kr, kc, k_ok = _tile_positions(th, tw, Lr, Lc, TH, TW, BLOCK_M)
-    qr0, n_qr = _key_halo(th, Lr, TH, KS)
-    qc0, n_qc = _key_halo(tw, Lc, TW, KS)
+    kr, kc, k_ok = nb_tile_positions(th, tw, Lr, Lc, TH, TW, BLOCK_M)
+    qr0, n_qr = nb_key_halo(th, Lr, TH, KS)
+    qc0, n_qc = nb_key_halo(tw, Lc, TW, KS)
     krow = rr + DIL * kr
     kcol = rc + DIL * kc
 

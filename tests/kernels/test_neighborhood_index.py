@@ -134,7 +134,12 @@ def test_axis_tiles_cover_every_query_once_with_its_window(case, tile):
             assert keys == nbr[q].tolist(), (a, i, q)
             assert t.rpb[a, i][t.in_window[a, i]].tolist() == rpb[q].tolist()
             assert t.slot[a, i][t.in_window[a, i]].tolist() == list(range(k))
+            # slot_halo is the inverse of slot: the halo entry of each slot, in window
+            u = t.slot_halo[a, i]
+            assert t.halo[a][u].tolist() == nbr[q].tolist() and t.in_window[a, i][u].all()
+            assert t.slot[a, i][u].tolist() == list(range(k))
     assert sorted(seen) == list(range(n))
+    assert nb.has_clamped_tiles(n, d, tile_used) == (not t.query_valid.all())
     assert ((t.rpb >= 0) & (t.rpb <= 2 * k - 2)).all()
     assert ((t.halo >= 0) & (t.halo < n)).all() and ((t.query >= 0) & (t.query < n)).all()
 
@@ -197,3 +202,48 @@ def test_triton_helpers_match_torch_builders(n, k, d):
     assert out[3].tolist() == [1] * n
     assert out[4].tolist() == nb.axis_rpb_index(n, k, d)[:, 0].tolist()
     assert out[5].tolist() == [nb.sublattice_length(n, d, i % d) for i in range(n)]
+
+
+@pytest.mark.skipif(not triton_runs_here(), reason="needs triton and CUDA or TRITON_INTERPRET=1")
+@pytest.mark.parametrize("n,k,d,T", [(11, 3, 2, 4), (17, 5, 1, 8), (13, 3, 3, 2)])
+def test_triton_tile_helpers_match_torch_builders(n, k, d, T):
+    """nb_tile_positions / nb_query_halo / nb_key_halo (one axis: tile rows of a TW = 1 tile) against the rule."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def probe(OUT, n, n_t, K: tl.constexpr, D: tl.constexpr, T: tl.constexpr):
+        pid = tl.program_id(0)  # = r * n_t + t; the tile id of (image 0, row residue r, column residue 0, row tile t)
+        b, r, rc, t, tw = nb.nb_decode_tile((pid // n_t) * D * n_t + pid % n_t, n_t, 1, D)
+        L = nb.nb_sublattice_length(n, r, D)
+        p, pc, ok = nb.nb_tile_positions(t, tw, L, 1, T, 1, T)
+        h0, nh = nb.nb_query_halo(t, L, T, K)
+        q0, nq = nb.nb_key_halo(t, L, T, K)
+        base = OUT + pid * (T + 6)
+        tl.store(base + tl.arange(0, T), tl.where(ok, r + D * p, -1))
+        tl.store(base + T, r + D * h0)
+        tl.store(base + T + 1, nh)
+        tl.store(base + T + 2, r + D * q0)
+        tl.store(base + T + 3, nq)
+        tl.store(base + T + 4, b + rc + tw)
+        tl.store(base + T + 5, r)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n_t = nb.tiles_per_class(n, k, d, T)[2]
+    out = torch.full((d * n_t, T + 6), -7, dtype=torch.int32, device=device)
+    probe[(d * n_t,)](out, n, n_t, K=k, D=d, T=T)
+    out = out.cpu().long()
+    nbr = nb.axis_neighbors(n, k, d)
+    first, last = nb.axis_inverse_range(n, k, d)
+    for pid in range(d * n_t):
+        r, t = divmod(pid, n_t)
+        queries = [i for i in range(n) if i % d == r][t * T:(t + 1) * T]
+        row = out[pid].tolist()
+        assert row[:T] == queries + [-1] * (T - len(queries)) and row[T + 4:] == [0, r]
+        if not queries:  # a whole tile past the end of a shorter class: clamped onto its last position
+            queries = [[i for i in range(n) if i % d == r][-1]]
+        keys = sorted({j for i in queries for j in nbr[i].tolist()})
+        assert (row[T], row[T + 1]) == (keys[0], len(keys))  # the halo: a contiguous class range
+        seers = [i for i in range(n) if any(j in nbr[i].tolist() for j in queries)]
+        assert (row[T + 2], row[T + 3]) == (seers[0], len(seers))
+        assert seers[0] == first[queries[0]] and seers[-1] == last[queries[-1]]
