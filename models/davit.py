@@ -158,7 +158,7 @@ class WindowAttention(nn.Module):
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         Hp, Wp = x.shape[1:3]
         q, k, v = self.qkv(x).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window, "block", scale=self.scale).view(B, Hp, Wp, C)
+        x = window_attention(q, k, v, self.window, "block", scale=self.scale).reshape(B, Hp, Wp, C)
         if padded:
             x = x[:, :H, :W]
         return self.proj(x)
@@ -181,7 +181,7 @@ class ChannelAttention(nn.Module):
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).view(B, H * W, 3 * C).split(C, dim=-1)
         x = channel_attention(q, k, v, self.groups, scale=self.scale, version=self.version)
-        return self.proj(x.view(B, H, W, C))
+        return self.proj(x.reshape(B, H, W, C))
 
 
 class _Block(nn.Module):
@@ -436,9 +436,9 @@ _OFFICIAL_RULES = (
     (r"^patch_embeds\.0\.norm\.", "stem.norm."),
     (r"^patch_embeds\.(\d+)\.proj\.", r"stages.\1.downsample.conv."),
     (r"^patch_embeds\.(\d+)\.norm\.", r"stages.\1.downsample.norm."),
-    (r"^main_blocks\.(\d+)\.(\d+)\.(\d+)\.cpe\.0\.", r"stages.\1.blocks.\2.\3.cpe1."),
-    (r"^main_blocks\.(\d+)\.(\d+)\.(\d+)\.cpe\.1\.", r"stages.\1.blocks.\2.\3.cpe2."),
     (r"^main_blocks\.(\d+)\.", r"stages.\1.blocks."),
+    (r"\.cpe\.0\.", ".cpe1."),
+    (r"\.cpe\.1\.", ".cpe2."),
     (r"^norms\.", "head.norm."),
     (r"^head\.(weight|bias)$", r"head.fc.\1"),
 )

@@ -36,15 +36,21 @@ class ConvPosEnc(nn.Module):
         self.channels_last = channels_last
         self.proj = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.act = act_layer() if act_layer is not None else None
-        identity = torch.zeros(dim, 1, kernel_size, kernel_size)
-        identity[:, :, kernel_size // 2, kernel_size // 2] = 1.0
-        self.register_buffer("identity", identity, persistent=False)  # rebuilt on construction, never saved
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nchw = x.permute(0, 3, 1, 2) if self.channels_last else x  # a free view of a channels-last map
         if self.act is None:
-            out = F.conv2d(nchw, self.proj.weight + self.identity.to(self.proj.weight.dtype), self.proj.bias,
-                           padding=self.proj.padding, groups=self.proj.groups)
+            out = F.conv2d(nchw, self.folded_weight(), self.proj.bias, padding=self.proj.padding,
+                           groups=self.proj.groups)
         else:
             out = nchw + self.act(self.proj(nchw))
         return out.permute(0, 2, 3, 1) if self.channels_last else out
+
+    def folded_weight(self) -> torch.Tensor:
+        """``proj.weight + delta``: the depthwise kernel that also adds its input (built per call from the
+        parameter, so meta-device / ``to_empty`` initialisation and weight loading need nothing else)."""
+        weight = self.proj.weight
+        k = weight.shape[-2] * weight.shape[-1]
+        delta = torch.zeros(k, dtype=weight.dtype, device=weight.device)
+        delta[k // 2] = 1.0
+        return weight + delta.view(1, 1, *weight.shape[-2:])
