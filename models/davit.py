@@ -79,7 +79,9 @@ FAMILY = Family(
     kernels=("window_attention", "channel_attention"),
     headless=("vz_davit_base_fl", "vz_davit_huge_fl"),
     no_weight_decay_may_be_empty=True,  # no position tables, no layer scale: every parameter decays
-    pending=("recipes", "mmdet", "mmseg"),
+    det_seg_no_decay=(),  # the official det/seg recipes decay every parameter (no paramwise rule)
+    smoke_configs=("mmdet/davit/mask-rcnn_davit-tiny_fpn_ms-crop-1x_coco.py",
+                   "mmseg/davit/upernet_davit-tiny_160k_ade20k-512x512.py"),
 )
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-5)
