@@ -60,8 +60,8 @@ from timm.layers import DropPath, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from visionzoo.kernels import channel_attention, window_attention
-from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input
+from visionzoo.kernels import channel_attention, choose_backend, window_attention
+from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input, residual_mlp
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -168,7 +168,16 @@ class WindowAttention(nn.Module):
 
 class ChannelAttention(nn.Module):
     """DaViT's channel (group) attention on a (B, H, W, C) map: ``qkv`` -> ``channel_attention`` -> ``proj``.
-    ``version=1``: DaViT; ``version=2``: Florence-2 (scale N ** -0.5, the kernel's default for v2)."""
+    ``version=1``: DaViT; ``version=2``: Florence-2 (scale N ** -0.5, the kernel's default for v2).
+
+    On the kernel's torch backend (CPU) the output projection is folded into the attention: per image,
+    ``proj(channel_attention(q, k, v))`` is ``z @ M + b`` with ``z`` the operand the attention is applied to
+    (q in v1, v in v2) and ``M`` the C x C matrix whose rows ``g*C_g .. (g+1)*C_g`` are ``A_g^T @ W_g^T`` (``A_g`` a
+    group's C_g x C_g attention, ``W_g`` the projection's columns of that group). The same arithmetic regrouped:
+    the per-token product with ``A`` (N x C x C_g multiply-adds per image) disappears into the C x C x C_g product
+    that forms ``M``, and ``z`` is read straight from the qkv projection (no transposing copies of it or of the
+    output). Other backends (Triton on GPU, the reference) run ``visionzoo.kernels.channel_attention``, then ``proj``.
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, version: int = 1):
         super().__init__()
@@ -182,8 +191,26 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).view(B, H * W, 3 * C).split(C, dim=-1)
+        if choose_backend("channel_attention", q, k, v) == "torch":
+            return self._attend_and_project(q, k, v).view(B, H, W, C)
         x = channel_attention(q, k, v, self.groups, scale=self.scale, version=self.version)
         return self.proj(x.reshape(B, H, W, C))
+
+    def _attend_and_project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``proj(channel_attention(q, k, v))`` with the projection folded into the attention (class docstring)."""
+        B, N, C = q.shape
+        groups, d = self.groups, C // self.groups
+        x, y, z = (k, v, q) if self.version == 1 else (q, k, v)  # scores = x^T y, applied to z
+        scale = self.scale if self.scale is not None else N ** -0.5
+        xg, yg = (t.unflatten(-1, (groups, d)).transpose(1, 2) for t in (x, y))  # (B, G, N, d) views
+        if x.dtype in (torch.float16, torch.bfloat16):  # keep the sum over N in range, as the kernel does
+            scores = (xg * scale).transpose(-1, -2) @ yg
+        else:
+            scores = (xg.transpose(-1, -2) @ yg) * scale  # (B, G, d, d)
+        attn = scores.softmax(dim=-1, dtype=torch.promote_types(x.dtype, torch.float32))
+        weight_t = self.proj.weight.t().reshape(groups, d, C)  # rows of W^T per group
+        folded = (attn.to(weight_t.dtype).transpose(-1, -2) @ weight_t).reshape(B, C, C)
+        return torch.baddbmm(self.proj.bias.to(folded.dtype), z.to(folded.dtype), folded)
 
 
 class _Block(nn.Module):
@@ -206,10 +233,14 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cpe1(x)
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        y = self.attn(self.norm1(x))
+        if isinstance(self.drop_path1, nn.Identity) and not torch.compiler.is_compiling():
+            x = y.add_(x)  # y is the projection's fresh output (not saved for backward): no new tensor
+        else:
+            x = x + self.drop_path1(y)
         x = self.cpe2(x)
-        if self.mlp is not None:
-            x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        if self.mlp is not None:  # x + drop_path2(mlp(norm2(x))), over chunks of tokens (visionzoo.layers)
+            x = residual_mlp(x, self.norm2, self.mlp, self.drop_path2)
         return x
 
 

@@ -348,3 +348,55 @@ def test_is_a_davit_model():
 
 def test_fixture_is_small():
     assert FIXTURE.stat().st_size < 1_000_000
+
+
+# ---- the CPU fast paths against the plain formulation --------------------------------------------------------
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_folded_projection_equals_kernel_then_projection(version):
+    """``proj(channel_attention(q, k, v))`` (the kernel's reference backend) and the torch backend's folded form,
+    forward and every gradient, in float64 (odd token count, several groups)."""
+    from visionzoo.kernels import use_backend
+    from visionzoo.models.davit import ChannelAttention
+
+    torch.manual_seed(0)
+    attn = ChannelAttention(24, 3, version=version).double()
+    x = torch.randn(2, 5, 7, 24, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for backend in ("reference", None):
+        with use_backend(backend):
+            out = attn(x)
+        grads.append(torch.autograd.grad(out.square().sum(), [x, *attn.parameters()]))
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0])
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_token_chunked_mlp_equals_plain(training):
+    """``visionzoo.layers.residual_mlp`` over several chunks (tiny chunk size) equals ``x + mlp(norm(x))``, with and
+    without gradients; with stochastic depth the per-sample mask applies to whole images."""
+    from timm.layers import DropPath
+
+    from visionzoo.layers import Mlp, residual_mlp
+
+    torch.manual_seed(0)
+    norm, mlp = torch.nn.LayerNorm(8).double(), Mlp(8, 32).double()
+    x = torch.randn(3, 5, 6, 8, dtype=torch.float64, requires_grad=training)
+    with torch.set_grad_enabled(training):
+        got = residual_mlp(x, norm, mlp, chunk_bytes=64 * 32 * 8)  # 64 rows per chunk: 2 chunks of 90 tokens
+        expected = x + mlp(norm(x))
+    torch.testing.assert_close(got, expected)
+    if training:
+        g1 = torch.autograd.grad(got.sum(), [x, *mlp.parameters()])
+        g2 = torch.autograd.grad(expected.sum(), [x, *mlp.parameters()])
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b)
+        drop = DropPath(0.5).train()
+        torch.manual_seed(3)
+        dropped = residual_mlp(x, norm, mlp, drop, chunk_bytes=64 * 32 * 8)
+        kept = [torch.allclose(dropped[i], x[i]) for i in range(3)]  # a dropped image keeps exactly x
+        torch.manual_seed(3)
+        torch.testing.assert_close(dropped, x + drop(mlp(norm(x))))
+        assert kept.count(True) + kept.count(False) == 3
