@@ -71,6 +71,7 @@ __all__ = ["FAMILY", "DaViT", "checkpoint_filter_fn"]
 
 MIN_INPUT_SIZE = 32  # one token at stride 32 (the official code pads anything smaller up to it)
 ATTN_PAD_MODES = ("zeros", "mask")
+STAGE_TILE_BYTES = 8 << 20  # a stage's map per group of images (DaViTStage.images_per_tile)
 
 FAMILY = Family(
     name="davit",
@@ -284,12 +285,32 @@ class DaViTStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x).permute(0, 2, 3, 1)  # (B, H, W, C): a free view of channels-last memory
+        images = self.images_per_tile(x)
+        if images < x.shape[0]:  # images are independent: run the blocks on groups of them (see images_per_tile)
+            return torch.cat([self._run_blocks(t) for t in x.split(images)]).permute(0, 3, 1, 2)
+        return self._run_blocks(x).permute(0, 3, 1, 2)
+
+    def _run_blocks(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return x.permute(0, 3, 1, 2)
+        return x
+
+    @staticmethod
+    def images_per_tile(x: torch.Tensor) -> int:
+        """How many images the blocks process at a time without gradients: all of them unless a map of the batch exceeds
+        ``STAGE_TILE_BYTES``, so that no block temporary (3x for qkv, the attention scores) reaches the C allocator's
+        mmap threshold (glibc: at most 32 MiB; larger blocks are fresh kernel pages, faulted in and zeroed on every
+        use). Every image is computed exactly as in a whole batch (no batch statistics anywhere in DaViT); only
+        the grouping of the work changes. Not used under ``torch.compile``."""
+        B, H, W, C = x.shape
+        per_image = H * W * C * x.element_size()
+        if torch.compiler.is_compiling() or torch.is_grad_enabled() or B * per_image <= STAGE_TILE_BYTES:
+            return B  # with autograd the saved activations are fresh memory anyway: measured slower in tiles
+        tiles = -(-B * per_image // STAGE_TILE_BYTES)
+        return -(-B // tiles)  # balanced groups
 
 
 def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:

@@ -400,3 +400,17 @@ def test_token_chunked_mlp_equals_plain(training):
         torch.manual_seed(3)
         torch.testing.assert_close(dropped, x + drop(mlp(norm(x))))
         assert kept.count(True) + kept.count(False) == 3
+
+
+def test_image_tiles_change_nothing(monkeypatch):
+    """Without gradients, stages whose map exceeds STAGE_TILE_BYTES run on groups of images: the same outputs."""
+    import visionzoo.models.davit as davit
+
+    model = timm.create_model("vz_davit_tiny", embed_dims=(16, 24, 32, 48), depths=(1, 1, 1, 1),
+                              num_heads=(2, 2, 4, 4)).eval()
+    x = torch.randn(5, 3, 64, 96)
+    with torch.no_grad():
+        whole = model(x)
+        monkeypatch.setattr(davit, "STAGE_TILE_BYTES", 2 * 16 * 24 * 16 * 4)  # stage 1: tiles of 2 images
+        assert model.stages[0].images_per_tile(torch.empty(5, 16, 24, 16)) == 2
+        torch.testing.assert_close(model(x), whole, atol=1e-5, rtol=1e-5)
