@@ -235,8 +235,9 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cpe1(x)
         y = self.attn(self.norm1(x))
-        if isinstance(self.drop_path1, nn.Identity) and not torch.compiler.is_compiling():
+        if isinstance(self.drop_path1, nn.Identity) and y.dtype == x.dtype and not torch.compiler.is_compiling():
             x = y.add_(x)  # y is the projection's fresh output (not saved for backward): no new tensor
+            # (under autocast y is low precision: the sum below keeps the residual stream in x's dtype)
         else:
             x = x + self.drop_path1(y)
         x = self.cpe2(x)
