@@ -5,9 +5,10 @@ from .conv import SameConv2d, avg_pool2x2_same, bn_affine, fold_bn, tf_same_pad
 from .head import ClassifierHead
 from .mlp import Mlp
 from .rel_pos import RelPosBias2d, relative_position_index, resize_rel_pos_table
+from .routing import BiLevelRoutingAttention
 from .squeeze_excite import SqueezeExcite
 
 __all__ = [
-    "ClassifierHead", "Mlp", "PartitionAttention", "RelPosBias2d", "SameConv2d", "SqueezeExcite",
+    "BiLevelRoutingAttention", "ClassifierHead", "Mlp", "PartitionAttention", "RelPosBias2d", "SameConv2d", "SqueezeExcite",
     "avg_pool2x2_same", "bn_affine", "check_image_input", "fold_bn", "relative_position_index", "resize_rel_pos_table", "tf_same_pad",
 ]
