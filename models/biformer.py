@@ -73,7 +73,8 @@ FAMILY = Family(
     reduced=dict(depths=(1, 1, 1, 1), embed_dims=(32, 64, 96, 128)),
     kernels=("routing_attention", "window_attention"),
     no_weight_decay_may_be_empty=True,  # the official no_weight_decay names no parameter (1-D ones are exempt anyway)
-    pending=("recipes", "mmdet", "mmseg"),
+    smoke_configs=("mmdet/biformer/mask-rcnn_biformer-small_fpn_1x_coco.py",
+                   "mmseg/biformer/upernet_biformer-small_160k_ade20k-512x512.py"),
 )
 
 
@@ -482,18 +483,35 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: BiFormer) -> Dict[st
 # ---------------------------------------------------------------------------------------------------- registry
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
+    if pretrained:
+        kwargs = _official_file(variant, kwargs)
     return build_zoo_model(BiFormer, variant, pretrained,
                            feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-_ONEDRIVE = "https://api.onedrive.com/v1.0/shares/{}/root/content"
+_ONEDRIVE_SHARES = "https://api.onedrive.com/v1.0/shares/"
+_ONEDRIVE = _ONEDRIVE_SHARES + "{}/root/content"
 
 
-def _cfg(share: str, name: str, first_conv: str = "stem.conv1", **kwargs) -> Dict[str, Any]:
-    """The official OneDrive release. The URL is an API share link (the README's); a (url, file name) pair so that
-    timm caches each model under the official code's file name (every link ends in ``/content``)."""
+def _official_file(variant: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """timm caches a URL's download under the URL's last path segment, ``content`` for every official OneDrive
+    link (so the four models would share one cache file): download the official file under the name the official
+    code caches it as (``biformer_small_in1k.pth`` ...) and hand timm that file."""
+    from timm.models import _hub, resolve_pretrained_cfg
+
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=overlay)
+    if cfg.file or cfg.state_dict or not isinstance(cfg.url, str) or not cfg.url.startswith(_ONEDRIVE_SHARES):
+        return kwargs
+    overlay["file"] = _hub.download_cached_file((cfg.url, f"{variant[len('vz_'):]}_in1k.pth"), check_hash=False,
+                                                progress=True)
+    return dict(kwargs, pretrained_cfg_overlay=overlay)
+
+
+def _cfg(share: str, first_conv: str = "stem.conv1", **kwargs) -> Dict[str, Any]:
+    """The official OneDrive release (the README's API share links; downloaded by ``_official_file``)."""
     cfg = dict(
-        url=(_ONEDRIVE.format(share), f"{name}_in1k.pth"),
+        url=_ONEDRIVE.format(share),
         num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), min_input_size=(3, MIN_INPUT_SIZE, MIN_INPUT_SIZE),
         fixed_input_size=False, crop_pct=0.875, crop_mode="center", interpolation="bicubic",  # DeiT eval: 256 -> 224
         mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv=first_conv, classifier="head.fc",
@@ -509,10 +527,10 @@ def _cfg(share: str, name: str, first_conv: str = "stem.conv1", **kwargs) -> Dic
 
 
 default_cfgs = generate_default_cfgs({
-    "vz_biformer_tiny.in1k": _cfg("s!AkBbczdRlZvChHEOoGkgwgQzEDlM", "biformer_tiny"),
-    "vz_biformer_small.in1k": _cfg("s!AkBbczdRlZvChHDyM-x9KWRBZ832", "biformer_small"),
-    "vz_biformer_base.in1k": _cfg("s!AkBbczdRlZvChHI_XPhoadjaNxtO", "biformer_base"),
-    "vz_biformer_stl.in1k": _cfg("s!AkBbczdRlZvChSf-m7ujkvx9lIQ1", "biformer_stl", first_conv="stem.conv"),
+    "vz_biformer_tiny.in1k": _cfg("s!AkBbczdRlZvChHEOoGkgwgQzEDlM"),
+    "vz_biformer_small.in1k": _cfg("s!AkBbczdRlZvChHDyM-x9KWRBZ832"),
+    "vz_biformer_base.in1k": _cfg("s!AkBbczdRlZvChHI_XPhoadjaNxtO"),
+    "vz_biformer_stl.in1k": _cfg("s!AkBbczdRlZvChSf-m7ujkvx9lIQ1", first_conv="stem.conv"),
 })
 
 # official factories (models/biformer.py, models/biformer_stl.py): head_dim 32, topks (1, 4, 16, -2), n_win 7,

@@ -17,7 +17,11 @@ running the official code locally (fetched into /tmp, never committed; torch 2.1
 * inputs: :func:`image` (integer hashing, no RNG), normalised with the ImageNet mean/std in fp32; 224x224 (seed 1,
   STL 11) and 224x448 (seed 2, STL 12), which the official code runs unpadded (multiples of 112), plus
   136x200 (seed 7) with ``auto_pad=True``, which is not whole regions at any stage;
-* stored: ``forward_features`` (after the final BatchNorm) and the logits.
+* stored: ``forward_features`` (after the final BatchNorm) and the logits;
+* the official det/seg backbone ``BiFormer_mm`` (object_detection/models_mm/biformer_mm.py, run without its mmdet
+  imports: the same ``BiFormer`` with ``n_win=16, auto_pad=True``, each stage output through a timm
+  ``LayerNorm2d`` ``extra_norms[i]``, weights 1 + N(0, 0.2²), biases N(0, 0.1²), seed 3): its four outputs at
+  128x160 (seed 5), where 16 regions per side exceed the stage-3 and stage-4 maps (8x10, 4x5).
 """
 from __future__ import annotations
 
@@ -224,6 +228,29 @@ def test_quirks_matter(reduced_official, tmp_path):
         assert (four_heads(x) - expected["logits_224"]).abs().max() > 1e-3
 
 
+def test_official_det_checkpoint_backbone_loads_through_the_hook(reduced_official, tmp_path):
+    """The backbone part of an official det checkpoint (mmdet 2 layout: ``state_dict`` with ``backbone.*``, no final
+    norm or head, ``backbone.extra_norms.{i}``) loads through the det/seg hook, and the backbone then gives the
+    official BiFormer_mm outputs (n_win 16, auto_pad) exactly."""
+    pytest.importorskip("mmdet", reason="the mm stack is not installed (bash tools/setup.sh --mm)")
+    from visionzoo.mm import VisionZooBackbone
+
+    checkpoint, expected = reduced_official
+    state = {f"backbone.{k}": v for k, v in checkpoint["model"].items() if not k.startswith(("norm.", "head."))}
+    state.update({f"backbone.{k[len('det_'):]}": v.float() for k, v in expected.items()
+                  if k.startswith("det_extra_norms.")})
+    state["neck.lateral_convs.0.conv.weight"] = torch.zeros(1)
+    path = tmp_path / "maskrcnn_official.pth"
+    torch.save({"meta": {"epoch": 12, "mmdet_version": "2.25.3"}, "state_dict": state}, path)
+    backbone = VisionZooBackbone("vz_biformer_tiny", n_win=16, auto_pad=True, **dict(REDUCED, num_classes=1000),
+                                 init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="backbone."))
+    backbone.init_weights()
+    assert backbone.init_report["new"] == []
+    outs = backbone.eval()(normalised(5, 128, 160))
+    for i, out in enumerate(outs):
+        assert (out - expected[f"det_out{i}_128x160"]).abs().max() < 1e-4, i
+
+
 # ---------------------------------------------------------------- any size, n_win, bad input
 
 def test_n_win_rule_gives_the_official_settings():
@@ -298,3 +325,23 @@ def test_layer_bad_arguments():
         layer(torch.randn(1, 16, 8, 8))
     with pytest.raises(ValueError, match="4-D"):
         layer(torch.randn(32, 8, 8))
+
+
+def test_official_url_is_cached_under_the_official_file_name(tmp_path, monkeypatch):
+    """Every OneDrive link ends in ``/content``: the download is cached as the official code names it, per model."""
+    from timm.models import _hub
+
+    checkpoint, _ = official_fixture("biformer_reduced.safetensors")
+    path = tmp_path / "biformer_tiny_in1k.pth"
+    torch.save(checkpoint, path)
+    calls = []
+
+    def fake_download(url, check_hash=True, progress=False, cache_dir=None):
+        calls.append(url)
+        return str(path)
+
+    monkeypatch.setattr(_hub, "download_cached_file", fake_download)
+    model = timm.create_model("vz_biformer_tiny", pretrained=True, pretrained_cfg_overlay=dict(num_classes=10),
+                              **REDUCED)
+    assert calls == [(timm.get_pretrained_cfg("vz_biformer_tiny").url, "biformer_tiny_in1k.pth")]
+    assert torch.equal(model.head.fc.weight, checkpoint["model"]["head.weight"])
