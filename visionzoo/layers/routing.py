@@ -146,10 +146,9 @@ class BiLevelRoutingAttention(nn.Module):
                 x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         B, H, W, _ = x.shape
         heads = self.num_heads
-        qkv = self.qkv(x)
-        q = qkv[..., :self.qk_dim].unflatten(-1, (heads, -1))
-        k = qkv[..., self.qk_dim:2 * self.qk_dim].unflatten(-1, (heads, -1))
-        v = qkv[..., 2 * self.qk_dim:]
+        # split, not three slices: one gradient copy in backward (a slice's backward zero-fills the whole qkv)
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        q, k = q.unflatten(-1, (heads, -1)), k.unflatten(-1, (heads, -1))
         # with auto_pad the map is whole regions here, where the op's "mask" and "zeros" coincide
         out = routing_attention(q, k, v.unflatten(-1, (heads, -1)), (nh, nw), self.topk, scale=self.scale)
         out = out.reshape(B, H, W, self.dim)
