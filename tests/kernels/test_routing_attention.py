@@ -266,21 +266,46 @@ def test_gradcheck(backend, padding):
     topk=st.integers(1, 30), heads=st.integers(1, 3), dqk=st.integers(1, 9), dv=st.integers(1, 9),
     padding=st.sampled_from(["mask", "zeros"]), layout=st.sampled_from(["fused", "permuted", "contiguous"]),
     dtype=st.sampled_from([torch.float32, torch.float64]), chunk_bytes=st.sampled_from([1, 4096, 2 ** 25]),
-    seed=st.integers(0, 2 ** 16),
+    dense=st.booleans(), seed=st.integers(0, 2 ** 16),
 )
 def test_torch_path_matches_reference(B, H, W, nh, nw, topk, heads, dqk, dv, padding, layout, dtype, chunk_bytes,
-                                      seed):
+                                      dense, seed):
     # float64: the two paths differ only in summation order (1e-10). float32: fp32 rounding of sums over at
     # most a few hundred O(1) products and of softmax: ~1e-6 relative; 2e-5 leaves margin but any wrong
-    # index or mask gives O(1) errors. chunk_bytes 1 forces one query region per chunk.
+    # index or mask gives O(1) errors. chunk_bytes 1 forces one query region per chunk. dense=False keeps every
+    # case on the chunked gather; True lets the small maps with a large routed share take the dense route.
     q, k, v = make_qkv(B, H, W, heads, dqk, dv, dtype, layout=layout, seed=seed)
-    old = torch_path.CHUNK_BYTES
+    old = torch_path.CHUNK_BYTES, torch_path.DENSE_MAX_TOKENS
     torch_path.CHUNK_BYTES = chunk_bytes
+    torch_path.DENSE_MAX_TOKENS = old[1] if dense else 0
     try:
         check_against_reference("torch", q, k, v, (nh, nw), topk, 1e-10 if dtype == torch.float64 else 2e-5,
                                 padding=padding, seed=seed + 1)
     finally:
-        torch_path.CHUNK_BYTES = old
+        torch_path.CHUNK_BYTES, torch_path.DENSE_MAX_TOKENS = old
+
+
+@pytest.mark.parametrize("padding", ["mask", "zeros"])
+def test_dense_route_matches_the_chunked_gather(padding, monkeypatch):
+    """BiFormer-S stage 3 shapes (14x14 in 7x7 regions, topk 16 of 49; and a padded 13x11 map): the dense route
+    (taken here) and the chunked gather agree, forward and every gradient."""
+    dense_default = torch_path.DENSE_MAX_TOKENS
+    for H, W in [(14, 14), (13, 11)]:
+        q, k, v = (t.requires_grad_() for t in make_qkv(2, H, W, 4, 8, 6, torch.float64, seed=H))
+        grid = torch_path.region_grid(H, W, (7, 7))
+        assert torch_path.use_dense(grid, 16)
+        outs, grads = [], []
+        for dense_max in (dense_default, 0):
+            monkeypatch.setattr(torch_path, "DENSE_MAX_TOKENS", dense_max)
+            out = routing_attention(q, k, v, 7, 16, padding=padding)
+            outs.append(out)
+            grads.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
+        assert_rel(outs[0], outs[1], 1e-10)  # float64: summation order only
+        for a, b in zip(*grads):
+            assert_rel(a, b, 1e-10)
+        monkeypatch.setattr(torch_path, "DENSE_MAX_TOKENS", dense_default)
+    assert not torch_path.use_dense(torch_path.region_grid(56, 56, (7, 7)), 1)  # stage 1: 1 of 49 regions
+    assert not torch_path.use_dense(torch_path.region_grid(56, 56, (7, 7)), 49)  # 3136 positions: too many
 
 
 def test_torch_path_chunks_bound_memory():
@@ -461,8 +486,10 @@ def test_slot_order_does_not_matter(backend):
 # ------------------------------------------------------------------------------------------ (g) FLOPs
 
 @pytest.mark.parametrize("H,W,n,topk", [(8, 12, 4, 3), (7, 10, (3, 4), 20)])
-def test_flops_match_flop_counter(H, W, n, topk):
-    """The torch path does exactly the counted matmul work (chunked), padded map included."""
+def test_flops_match_flop_counter(H, W, n, topk, monkeypatch):
+    """The torch path does exactly the counted matmul work (chunked), padded map included. (Its dense route for small
+    maps with a large routed share, off here, computes regions/kk times the score work by design.)"""
+    monkeypatch.setattr(torch_path, "DENSE_MAX_TOKENS", 0)
     q, k, v = make_qkv(2, H, W, 2, 4, 6)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         routing_attention(q, k, v, n, topk)
