@@ -8,12 +8,12 @@ from typing import Dict
 
 import timm
 
-from . import maxvit
+from . import dinat, dinat_isotropic, maxvit
 from ._family import Family
 
 __all__ = ["FAMILIES", "Family", "family_of"]
 
-FAMILIES: Dict[str, Family] = {module.FAMILY.name: module.FAMILY for module in (maxvit,)}
+FAMILIES: Dict[str, Family] = {module.FAMILY.name: module.FAMILY for module in (dinat, dinat_isotropic, maxvit)}
 
 
 def family_of(model_name: str) -> Family:

@@ -135,6 +135,13 @@ def _heads_first(x: torch.Tensor, scale: Optional[float] = None, blocked: Blocke
     gather (``index_select`` on dim 2) then lands directly in the (B, heads, T, n, D) layout batched matmuls take.
     Tokens are in raster order, or class-major (residue row, residue col, row, col) when ``blocked``."""
     B, H, W, nh, D = x.shape
+    if blocked is not None and torch.compiler.is_compiling():
+        # AOTAutograd's functionalization cannot replay ``mul(out=)`` / ``copy_`` into the class-major view below
+        # ("Cannot view a tensor ... as a tensor with shape (B, heads, H*W, D)"); under compile the functional form
+        # (which inductor fuses into one pass anyway) is used instead.
+        d, Lh, Lw = blocked
+        src = x.view(B, Lh, d, Lw, d, nh, D).permute(0, 5, 2, 4, 1, 3, 6)
+        return (src if scale is None else src * scale).contiguous().view(B, nh, H * W, D)
     out = torch.empty((B, nh, H * W, D), dtype=x.dtype, device=x.device)
     if blocked is None:
         src, dst = x.permute(0, 3, 1, 2, 4), out.view(B, nh, H, W, D)

@@ -4,10 +4,11 @@ from .checks import check_image_input
 from .conv import SameConv2d, avg_pool2x2_same, bn_affine, fold_bn, tf_same_pad
 from .head import ClassifierHead
 from .mlp import Mlp
+from .neighborhood import NeighborhoodAttention2D
 from .rel_pos import RelPosBias2d, relative_position_index, resize_rel_pos_table
 from .squeeze_excite import SqueezeExcite
 
 __all__ = [
-    "ClassifierHead", "Mlp", "PartitionAttention", "RelPosBias2d", "SameConv2d", "SqueezeExcite",
+    "ClassifierHead", "Mlp", "NeighborhoodAttention2D", "PartitionAttention", "RelPosBias2d", "SameConv2d", "SqueezeExcite",
     "avg_pool2x2_same", "bn_affine", "check_image_input", "fold_bn", "relative_position_index", "resize_rel_pos_table", "tf_same_pad",
 ]
