@@ -64,7 +64,8 @@ FAMILY = Family(
     reduced=dict(embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), dilations=((1, 2), (2,), (1,), (1,))),
     kernels=("neighborhood_attention",),
     det_seg_no_decay=("rpb", "norm"),
-    pending=("recipes", "mmdet", "mmseg"),
+    smoke_configs=("mmdet/dinat/mask-rcnn_dinat-mini_fpn_ms-crop-3x_coco.py",
+                   "mmseg/dinat/upernet_dinat-mini_160k_ade20k-512x512.py"),
 )
 
 LayerNorm = nn.LayerNorm  # eps 1e-5 everywhere, as the official models (torch's default)

@@ -57,7 +57,7 @@ FAMILY = Family(
     features="vit",
     vit_stride=16,
     det_seg_no_decay=("rpb", "norm"),
-    pending=("recipes", "mmdet", "mmseg"),
+    pending=("mmdet", "mmseg"),
 )
 
 LayerNorm = nn.LayerNorm
