@@ -224,9 +224,41 @@ def test_torch_path_matches_reference(shape, B, heads, D, with_rpb, tile, layout
     H, W, kernel_size, dilation = shape
     q, k, v = make_qkv(B, H, W, heads, D, dtype, layout=layout, seed=seed)
     rpb = make_rpb(heads, kernel_size, dtype=dtype, seed=seed + 1) if with_rpb else None
-    with unittest.mock.patch.object(torch_path, "TILE", tile):
+    with unittest.mock.patch.object(torch_path, "TILE", tile), unittest.mock.patch.object(torch_path, "DENSE", False):
         check_against_reference("torch", q, k, v, kernel_size, dilation, rpb,
                                 1e-10 if dtype == torch.float64 else 2e-5, seed=seed + 2)
+
+
+@pytest.mark.parametrize("case", [(2, 14, 14, 2, 8, 7, 1, torch.float64), (1, 7, 9, 3, 5, 7, 1, torch.float64),
+                                  (1, 6, 5, 1, 4, 3, 1, torch.float64), (2, 14, 14, 2, 8, 7, 1, torch.bfloat16)])
+def test_torch_path_dense_route(case, monkeypatch):
+    """Small maps whose tiles would score about the whole map (DiNAT's 14x14 and 7x7 stages at d = 1) take one
+    masked SDPA over the map when nothing needs a gradient: forward as the reference there; under autograd the
+    tiled path is kept (the route is not taken). The dense function itself is also right under autograd (forced):
+    forward and every gradient as the reference (float64: summation order only; bf16: inputs rounded to bf16,
+    fp32 math, as for the tiled path)."""
+    from visionzoo.kernels.neighborhood_attention import torch_path
+    B, H, W, heads, D, kernel_size, dilation, dtype = case
+    assert torch_path.dense_is_cheaper(H, W, kernel_size, dilation)
+    calls, dense = [], torch_path.neighborhood_attention_dense
+    monkeypatch.setattr(torch_path, "neighborhood_attention_dense", lambda *a: calls.append(1) or dense(*a))
+    q, k, v = make_qkv(B, H, W, heads, D, dtype)
+    rpb = make_rpb(heads, kernel_size, dtype=dtype)
+    tol = 1e-10 if dtype == torch.float64 else 4e-2
+    check_against_reference("torch", q, k, v, kernel_size, dilation, rpb, tol)  # autograd: tiled
+    assert not calls
+    with torch.no_grad(), use_backend("torch"):
+        out = neighborhood_attention(q, k, v, kernel_size, dilation, rpb=rpb)
+    assert calls
+    ref = neighborhood_attention_reference(*upcast([q, k, v]), kernel_size, dilation, rpb=rpb.double(),
+                                           scale=D ** -0.5)
+    assert out.dtype == q.dtype and out.is_contiguous()
+    assert_rel(out, ref, tol, "out")
+    calls.clear()
+    monkeypatch.setattr(torch_path, "_needs_grad", lambda *a: False)
+    check_against_reference("torch", q, k, v, kernel_size, dilation, rpb, tol)  # forced dense under autograd
+    assert calls
+    assert not torch_path.dense_is_cheaper(14, 14, 7, 2) and not torch_path.dense_is_cheaper(28, 28, 7, 1)
 
 
 @pytest.mark.parametrize("chunk_bytes,chunks", [(1, (16, 2)), (100_000, (8, 1))])

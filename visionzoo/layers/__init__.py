@@ -5,13 +5,14 @@ from .cpe import ConvPosEnc
 from .conv import SameConv2d, avg_pool2x2_same, bn_affine, fold_bn, tf_same_pad
 from .head import ClassifierHead
 from .mlp import Mlp
+from .neighborhood import NeighborhoodAttention2D
 from .rel_pos import RelPosBias2d, relative_position_index, resize_rel_pos_table
 from .routing import BiLevelRoutingAttention
 from .squeeze_excite import SqueezeExcite
 from .token_chunks import residual_mlp
 
 __all__ = [
-    "BiLevelRoutingAttention", "ClassifierHead", "ConvPosEnc", "Mlp", "PartitionAttention", "RelPosBias2d", "SameConv2d",
-    "SqueezeExcite", "avg_pool2x2_same", "bn_affine", "check_image_input", "fold_bn", "relative_position_index",
-    "residual_mlp", "resize_rel_pos_table", "tf_same_pad",
+    "BiLevelRoutingAttention", "ClassifierHead", "ConvPosEnc", "Mlp", "NeighborhoodAttention2D", "PartitionAttention",
+    "RelPosBias2d", "SameConv2d", "SqueezeExcite", "avg_pool2x2_same", "bn_affine", "check_image_input", "fold_bn",
+    "relative_position_index", "residual_mlp", "resize_rel_pos_table", "tf_same_pad",
 ]
