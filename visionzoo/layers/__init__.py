@@ -1,6 +1,7 @@
 """Building blocks shared by several model families."""
 from .attention import PartitionAttention
 from .checks import check_image_input
+from .cpe import ConvPosEnc
 from .conv import SameConv2d, avg_pool2x2_same, bn_affine, fold_bn, tf_same_pad
 from .head import ClassifierHead
 from .mlp import Mlp
@@ -8,6 +9,6 @@ from .rel_pos import RelPosBias2d, relative_position_index, resize_rel_pos_table
 from .squeeze_excite import SqueezeExcite
 
 __all__ = [
-    "ClassifierHead", "Mlp", "PartitionAttention", "RelPosBias2d", "SameConv2d", "SqueezeExcite",
+    "ClassifierHead", "ConvPosEnc", "Mlp", "PartitionAttention", "RelPosBias2d", "SameConv2d", "SqueezeExcite",
     "avg_pool2x2_same", "bn_affine", "check_image_input", "fold_bn", "relative_position_index", "resize_rel_pos_table", "tf_same_pad",
 ]
