@@ -8,12 +8,12 @@ from typing import Dict
 
 import timm
 
-from . import l2vit, maxvit
+from . import l2vit, maxvit, ravlt
 from ._family import Family
 
 __all__ = ["FAMILIES", "Family", "family_of"]
 
-FAMILIES: Dict[str, Family] = {module.FAMILY.name: module.FAMILY for module in (maxvit, l2vit)}
+FAMILIES: Dict[str, Family] = {module.FAMILY.name: module.FAMILY for module in (maxvit, l2vit, ravlt)}
 
 
 def family_of(model_name: str) -> Family:
