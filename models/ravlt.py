@@ -474,9 +474,10 @@ def _official_key(key: str) -> Optional[str]:
             sub = {"reduction": "conv", "norm": "norm"}[parts[3]]
             return f"stages.{stage + 1}.downsample.reduction.{sub}.{parts[4]}"
         rest = ".".join(parts[4:])
-        rest = {"pos.weight": "pos.proj.weight", "pos.bias": "pos.proj.bias",
-                "ffn.dwconv.weight": "ffn.dwconv.proj.weight", "ffn.dwconv.bias": "ffn.dwconv.proj.bias"}.get(rest, rest)
-        rest = rest.replace("norm1.norm.", "norm1.").replace("norm2.norm.", "norm2.")
+        for old, new in (("pos.", "pos.proj."), ("ffn.dwconv.", "ffn.dwconv.proj."), ("norm1.norm.", "norm1."),
+                         ("norm2.norm.", "norm2.")):
+            if rest.startswith(old):
+                rest = new + rest[len(old):]
         return f"stages.{stage}.blocks.{parts[3]}.{rest}"
     if key.startswith("proj."):
         return "head_proj." + parts[1]
