@@ -77,7 +77,9 @@ FAMILY = Family(
     # timm's optimizer already exempts 1-D parameters and biases; the official recipe (ConvNeXt's optimizer
     # factory) decays everything else, the (heads, 1, 1) temperatures included
     no_weight_decay_may_be_empty=True,
-    pending=("recipes", "mmdet", "mmseg"),
+    det_seg_no_decay=(),  # the official det/seg recipes decay every parameter (no paramwise rule)
+    smoke_configs=("mmdet/l2vit/mask-rcnn_l2vit-tiny_fpn_ms-crop-1x_coco.py",
+                   "mmseg/l2vit/upernet_l2vit-tiny_160k_ade20k-512x512.py"),
 )
 
 

@@ -77,7 +77,8 @@ FAMILY = Family(
     # timm's optimizer exempts 1-D parameters and biases, as the official DeiT-style one does; the layer scales are
     # (1, C, 1, 1)-shaped there and decayed, and keep a 4-D shape here for that reason
     no_weight_decay_may_be_empty=True,
-    pending=("recipes", "mmdet", "mmseg"),
+    smoke_configs=("mmdet/ravlt/mask-rcnn_ravlt-t_fpn_1x_coco.py",
+                   "mmseg/ravlt/fpn_ravlt-t_80k_ade20k-512x512.py"),
 )
 
 
