@@ -55,7 +55,7 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import l2vit_features, linear_attention, window_attention
-from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input, fold_bn
+from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input, fold_bn, residual_mlp
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -219,7 +219,7 @@ class LocalWindowBlock(nn.Module):
         x = self.cpe[0](x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         x = self.cpe[1](x)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return residual_mlp(x, self.norm2, self.mlp, self.drop_path)
 
 
 class GlobalLinearBlock(nn.Module):
@@ -241,7 +241,7 @@ class GlobalLinearBlock(nn.Module):
         x = self.cpe[0](x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         x = x + self.drop_path(self.local_mp(self.norm3(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return residual_mlp(x, self.norm2, self.mlp, self.drop_path)
 
 
 class L2ViTStage(nn.Module):

@@ -105,7 +105,14 @@ def rope_tables(height: int, width: int, head_dim: int, device=None, dtype=torch
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate every channel pair (x[2j], x[2j+1]) of the last dim by its angle: the official
-    ``x * cos + rotate_every_two(x) * sin``. ``cos``/``sin`` broadcast against x's leading dims, last dim d / 2."""
+    ``x * cos + rotate_every_two(x) * sin``. ``cos``/``sin`` broadcast against x's leading dims, last dim d / 2.
+
+    fp32/fp64: one complex multiply, ``(x0 + i x1)(cos + i sin)``, a single pass over x (~10x faster on CPU than the
+    real formulation, which is used for fp16/bf16, where complex types are missing or half-supported)."""
+    if x.dtype in (torch.float32, torch.float64) and x.stride(-1) == 1:
+        pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+        turn = torch.complex(cos.to(x.dtype), sin.to(x.dtype))
+        return torch.view_as_real(pairs * turn).flatten(-2)
     x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
     return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)
 
@@ -181,15 +188,15 @@ class GatedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         B, H, W, C = x.shape
-        qkvo = self.qkvo(x)  # (B, H, W, 4C): [q | k | v | o], heads x head_dim inside each
-        v, o = qkvo[..., 2 * C:3 * C], qkvo[..., 3 * C:]
+        # [q | k | v | o], heads x head_dim inside each; one unbind: its backward stacks the four gradients (slicing
+        # would zero-fill a (B, H, W, 4C) gradient per slice)
+        q, k, v, o = self.qkvo(x).view(B, H, W, 4, C).unbind(3)
         lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        cos, sin = (t.to(qkvo.dtype) for t in rope)  # (H, W, d/2)
-        heads = qkvo.view(B, H, W, 4, self.num_heads, self.head_dim)
+        cos, sin = (t.to(x.dtype) for t in rope)  # (H, W, d/2)
         if self.kind == "linear":
             N = H * W
-            q, k, v = (heads[:, :, :, i].reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
-                       for i in range(3))  # (B, heads, N, d) views
+            q, k, v = (t.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+                       for t in (q, k, v))  # (B, heads, N, d) views
             q, k = rala_features(q), rala_features(k)
             k = k * rala_key_weights(q, k, self.scale)
             cos, sin = cos.reshape(N, -1), sin.reshape(N, -1)
@@ -197,7 +204,7 @@ class GatedAttention(nn.Module):
                                    scale=1.0 / N, den_scale=1.0 / N, eps=RALA_EPS)
             out = out.transpose(1, 2).reshape(B, H, W, C)
         else:
-            q, k, v = heads[:, :, :, 0], heads[:, :, :, 1], heads[:, :, :, 2]  # (B, H, W, heads, d) views
+            q, k, v = (t.view(B, H, W, self.num_heads, self.head_dim) for t in (q, k, v))  # views
             cos, sin = cos[:, :, None], sin[:, :, None]
             out = window_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, (H, W), "block",
                                    scale=self.scale).reshape(B, H, W, C)

@@ -7,8 +7,10 @@ from .head import ClassifierHead
 from .mlp import Mlp
 from .rel_pos import RelPosBias2d, relative_position_index, resize_rel_pos_table
 from .squeeze_excite import SqueezeExcite
+from .token_chunks import residual_mlp
 
 __all__ = [
     "ClassifierHead", "ConvPosEnc", "Mlp", "PartitionAttention", "RelPosBias2d", "SameConv2d", "SqueezeExcite",
-    "avg_pool2x2_same", "bn_affine", "check_image_input", "fold_bn", "relative_position_index", "resize_rel_pos_table", "tf_same_pad",
+    "avg_pool2x2_same", "bn_affine", "check_image_input", "fold_bn", "relative_position_index", "residual_mlp", "resize_rel_pos_table",
+    "tf_same_pad",
 ]
