@@ -8,12 +8,14 @@ from typing import Dict
 
 import timm
 
-from . import biformer, davit, dinat, dinat_isotropic, maxvit
+from . import biformer, davit, dinat, dinat_isotropic, l2vit, maxvit, ravlt
 from ._family import Family
 
 __all__ = ["FAMILIES", "Family", "family_of"]
 
-FAMILIES: Dict[str, Family] = {module.FAMILY.name: module.FAMILY for module in (biformer, davit, dinat, dinat_isotropic, maxvit)}
+FAMILIES: Dict[str, Family] = {
+    module.FAMILY.name: module.FAMILY for module in (biformer, davit, dinat, dinat_isotropic, l2vit, maxvit, ravlt)
+}
 
 
 def family_of(model_name: str) -> Family:

@@ -143,17 +143,23 @@ class PretrainedFileMixin:
     timm's own safetensors path and the filter.
 
     Unlike timm's generic file path (``weights_only=True``, EMA first), it reads official training checkpoints
-    (``read_checkpoint``), takes the weights from the wrapper key the family prefers (``checkpoint_prefer``) and logs
+    (``read_checkpoint``), takes the weights from the wrapper key the family prefers (``checkpoint_prefer``, or per file
+    ``checkpoint_prefer_for``) and logs
     it, runs the family's ``checkpoint_filter_fn`` (found in the model class's module), then adapts the first conv to
     ``in_chans`` and drops the classifier when ``num_classes`` differs from the pretrained cfg's, as timm does.
     """
 
     checkpoint_prefer: Sequence[str] = WRAPPER_KEYS
 
+    def checkpoint_prefer_for(self, path: str) -> Sequence[str]:
+        """The wrapper keys to try, in order, for the file at ``path`` (``checkpoint_prefer`` unless a family
+        decides by the file, e.g. by its name); also used by the det/seg backbone."""
+        return self.checkpoint_prefer
+
     def load_pretrained(self, path: str) -> None:
         from timm.models._manipulate import adapt_input_conv
 
-        state = checkpoint_tensors(read_checkpoint(path), self.checkpoint_prefer, source=str(path))
+        state = checkpoint_tensors(read_checkpoint(path), self.checkpoint_prefer_for(str(path)), source=str(path))
         state = sys.modules[type(self).__module__].checkpoint_filter_fn(state, self)
         cfg = self.pretrained_cfg
         strict = True

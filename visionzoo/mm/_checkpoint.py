@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Sequence
 from urllib.parse import urlparse
 
 import torch
 
-from visionzoo.models._checkpoint import checkpoint_tensors
+from visionzoo.models._checkpoint import WRAPPER_KEYS, checkpoint_tensors
 from visionzoo.models._checkpoint import read_checkpoint as read_checkpoint_file
 
 
@@ -41,10 +41,11 @@ def read_checkpoint(checkpoint: str) -> Mapping:
             f"point init_cfg at them with prefix='backbone.'") from None
 
 
-def select_state_dict(checkpoint: Mapping, prefix: str = "", source: str = "checkpoint") -> Dict[str, torch.Tensor]:
-    """The tensors of a checkpoint (unwrapping ``state_dict`` / ``model`` ...), restricted to keys under
-    ``prefix`` with the prefix removed (how mmengine's ``Pretrained`` init reads ``prefix``)."""
-    state = checkpoint_tensors(checkpoint)
+def select_state_dict(checkpoint: Mapping, prefix: str = "", source: str = "checkpoint",
+                      prefer: Sequence[str] = WRAPPER_KEYS) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint (unwrapping ``state_dict`` / ``model`` ..., in the order ``prefer``), restricted
+    to keys under ``prefix`` with the prefix removed (how mmengine's ``Pretrained`` init reads ``prefix``)."""
+    state = checkpoint_tensors(checkpoint, prefer, source=source)
     if not state:
         raise ValueError(f"{source} holds no tensors (top-level keys: {sorted(checkpoint)[:10]})")
     if prefix:

@@ -193,7 +193,10 @@ class VisionZooBackbone(BaseModule):
         Returns and logs what happened: ``loaded`` (backbone keys set from the file), ``new`` (backbone keys the
         file lacks, e.g. the output norms) and ``unused`` (file keys with no place here, e.g. the classifier).
         """
-        state = select_state_dict(read_checkpoint(checkpoint), prefix, f"checkpoint {checkpoint!r}")
+        template = _template(self.model_name, self._model_kwargs)
+        prefer = template.checkpoint_prefer_for(checkpoint) if hasattr(template, "checkpoint_prefer_for") else None
+        state = select_state_dict(read_checkpoint(checkpoint), prefix, f"checkpoint {checkpoint!r}",
+                                  *([prefer] if prefer else []))
         own_keys = ("out_norms.", "extras.")
         if any(k.startswith(own_keys) for k in state):  # our own layout (a detector's backbone): model.* + own keys
             own_norms = {k: v for k, v in state.items() if k.startswith(own_keys)}
@@ -203,7 +206,6 @@ class VisionZooBackbone(BaseModule):
             state, own_norms = self.hook.official_keys(unwrap_state_dict(state))
         state = unwrap_state_dict(state)
         target = self.state_dict()
-        template = _template(self.model_name, self._model_kwargs)
         # what the backbone dropped (classifier head, stages after the last output) may be absent, e.g. from a
         # detector's checkpoint: stand-ins let the filter check everything else, and are discarded afterwards
         fillers = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in template.state_dict().items()
