@@ -90,7 +90,10 @@ FAMILY = Family(
                  "vz_overlock_b_reparam"),
     # the official ImageNet training (timm's optimizer factory, no no_weight_decay list) decays every >= 2-D tensor
     no_weight_decay_may_be_empty=True,
-    pending=("recipes", "mmdet", "mmseg"),
+    # the official det/seg recipes: custom_keys 'norm' (and absent absolute_pos_embed / relative_position_bias_table)
+    det_seg_no_decay=("norm", "absolute_pos_embed", "relative_position_bias_table"),
+    smoke_configs=("mmdet/overlock/mask-rcnn_overlock-t_fpn_1x_coco.py",
+                   "mmseg/overlock/upernet_overlock-t_160k_ade20k-512x512.py"),
 )
 
 # UniRepLKNet's dilated reparam branches (kernel, dilation) for each large kernel size, in the official order
