@@ -82,6 +82,14 @@ class DenseHook:
         """The NCHW feature maps at ``levels`` (before the output norms)."""
         return model.forward_intermediates(x, indices=list(levels), intermediates_only=True)
 
+    def outputs(self, model: nn.Module, extras: Optional[nn.Module], norms: nn.ModuleDict, x: torch.Tensor,
+                levels: Sequence[int], out_indices: Sequence[int]) -> List[torch.Tensor]:
+        """The backbone's outputs: ``features`` at ``levels``, each through its output norm (``norms[str(i)]`` for
+        output index i, where present). Override to combine maps after their norms (OverLoCK's detection backbone
+        adds a projection of its context to the normed stride-32 map)."""
+        features = self.features(model, extras, x, levels)
+        return [norms[str(i)](f) if str(i) in norms else f for i, f in zip(out_indices, features)]
+
     # ---- official det/seg checkpoints -------------------------------------------------------------------------
 
     def official_keys(self, state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:

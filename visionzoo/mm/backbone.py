@@ -101,9 +101,7 @@ class VisionZooBackbone(BaseModule):
         self._freeze_stages()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        features = self.hook.features(self.model, self.extras, x, self._levels)
-        return tuple(self.out_norms[str(i)](f) if str(i) in self.out_norms else f
-                     for i, f in zip(self.out_indices, features))
+        return tuple(self.hook.outputs(self.model, self.extras, self.out_norms, x, self._levels, self.out_indices))
 
     # ---- freezing -------------------------------------------------------------------------------------------
 
