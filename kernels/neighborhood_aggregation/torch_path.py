@@ -140,7 +140,8 @@ def _forward(attn, value, kernel_size, dilation, tile):
     for c in plan.chunks:
         T = c.shape[0]
         for b0, b1 in plan.images:
-            o = torch.matmul(_dense(ah[b0:b1], c), _gather(vh[b0:b1], c.ktok, T))  # (b, heads, T, M, D)
+            # (b, heads, T, M, D); in the output's dtype, which autocast may have changed for the matmul
+            o = torch.matmul(_dense(ah[b0:b1], c), _gather(vh[b0:b1], c.ktok, T)).to(out.dtype)
             if plan.duplicates:
                 out[b0:b1].index_add_(2, c.qtok, o.mul_(c.qvalid).flatten(2, 3))
             else:

@@ -390,6 +390,19 @@ def test_weights_in_another_dtype_are_used_in_values_dtype(backend):
     assert_rel(dattn, dattn16, 2e-3)
 
 
+
+def test_torch_path_under_cpu_autocast():
+    """fp32 inputs under CPU bf16 autocast (an AMP training step): the tiled matmuls run in bf16 and their results
+    are stored into the fp32 output (this raised a dtype error in index_copy_ before); output and gradients keep
+    the inputs' dtype, within bf16 rounding (2^-8 relative; 4e-2 as the half-precision test) of the reference."""
+    attn, value = make_inputs(1, 2, 11, 10, 8, 5)
+    with use_backend("torch"), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = neighborhood_aggregation(attn, value, 5, 2)
+    out.backward(torch.ones_like(out))
+    assert (out.dtype, attn.grad.dtype, value.grad.dtype) == (torch.float32,) * 3
+    ref = neighborhood_aggregation_reference(attn.detach(), value.detach(), 5, 2)
+    assert_rel(out.detach(), ref, 4e-2)
+
 # ------------------------------------------------------------------------------------------------ (g) FLOPs
 
 def test_flops_match_flop_counter():
