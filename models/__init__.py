@@ -8,12 +8,12 @@ from typing import Dict
 
 import timm
 
-from . import maxvit
+from . import maxvit, sparsifiner
 from ._family import Family
 
 __all__ = ["FAMILIES", "Family", "family_of"]
 
-FAMILIES: Dict[str, Family] = {module.FAMILY.name: module.FAMILY for module in (maxvit,)}
+FAMILIES: Dict[str, Family] = {module.FAMILY.name: module.FAMILY for module in (maxvit, sparsifiner)}
 
 
 def family_of(model_name: str) -> Family:
