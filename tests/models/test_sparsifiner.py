@@ -34,9 +34,9 @@ import timm
 import torch
 from safetensors import safe_open
 
-from visionzoo.models.sparsifiner import FAMILY, checkpoint_filter_fn
+from visionzoo.models.sparsifiner import checkpoint_filter_fn
 
-from ..conftest import meta_model, meta_param_count, reduced_model
+from ..conftest import meta_model, meta_param_count
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "sparsifiner_parity.safetensors"
 
@@ -143,9 +143,16 @@ def test_fixture_has_ties_at_the_boundary():
     assert ((approx == kth).sum(-1) > 1).sum() >= 10
 
 
+SMALL = dict(embed_dim=64, depth=4, num_heads=2, num_classes=10)  # a narrow DeiT-S at its 224 training size
+
+
+def small_model(**kwargs):
+    return timm.create_model("vz_sparsifiner_deit_small", **{**SMALL, **kwargs})
+
+
 def _reduced_deit(seed: int = 0):
-    """timm's DeiT-S class in the reduced configuration, every tensor redrawn."""
-    deit = timm.create_model("deit_small_patch16_224", **FAMILY.reduced, num_classes=10).eval()
+    """timm's DeiT-S class, narrow, every tensor redrawn."""
+    deit = timm.create_model("deit_small_patch16_224", **SMALL).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for k, p in deit.state_dict().items():
@@ -157,7 +164,7 @@ def test_deit_backbone_initialises_and_keep_rate_one_is_deit():
     """timm's ``deit_small_patch16_224`` layout loads as the backbone (predictors keep their init); at keep rate 1
     every query sees every key, so the model is exactly DeiT."""
     deit = _reduced_deit()
-    model = reduced_model("vz_sparsifiner_deit_small", num_classes=10, attn_keep_rate=1.0).eval()
+    model = small_model(attn_keep_rate=1.0).eval()
     init = {k: v.clone() for k, v in model.state_dict().items() if ".mask_predictor." in k}
     model.load_state_dict(checkpoint_filter_fn(deit.state_dict(), model), strict=True)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in init.items())
@@ -170,7 +177,7 @@ def test_attn_recon_phase_is_dense_in_training():
     """The official attention-reconstruction phase: dense attention in training (the logits are DeiT's), the
     approximate attention from the raw basis, and the predictor gets gradients from it."""
     deit = _reduced_deit()
-    model = reduced_model("vz_sparsifiner_deit_small", num_classes=10)
+    model = small_model()
     model.load_state_dict(checkpoint_filter_fn(deit.state_dict(), model), strict=True)
     model.set_attn_recon(True)
     model.train()
@@ -209,22 +216,23 @@ def test_other_resolutions_resample_like_set_input_size(size):
     fly (n_down stays as trained); ``set_input_size`` resamples the parameters once, the same way, so the outputs
     agree. At the training size nothing is resampled."""
     torch.manual_seed(0)
-    model = reduced_model("vz_sparsifiner_deit_small", num_classes=10).eval()
-    resized = reduced_model("vz_sparsifiner_deit_small", num_classes=10).eval()
+    tiny = dict(embed_dim=32, depth=2, num_heads=1)
+    model = small_model(**tiny).eval()
+    resized = small_model(**tiny).eval()
     resized.load_state_dict(model.state_dict())
     resized.set_input_size(size)
     grid = (size[0] // 16, size[1] // 16)
     proj_n = resized.blocks[0].attn.mask_predictor.proj_n
-    assert proj_n.shape == (grid[0] * grid[1] + 1, 32) and resized.pos_embed.shape == (1, grid[0] * grid[1] + 1, 64)
+    assert proj_n.shape == (grid[0] * grid[1] + 1, 32) and resized.pos_embed.shape == (1, grid[0] * grid[1] + 1, 32)
     # proj_n keeps its mass: patch rows scaled by (training patches / input patches)
     src = model.blocks[0].attn.mask_predictor.proj_n
     torch.testing.assert_close(proj_n[1:].sum(0), src[1:].sum(0), atol=0.05, rtol=0.05)
     x = torch.randn(1, 3, *size)
     with torch.no_grad():
         torch.testing.assert_close(model(x), resized(x), atol=1e-5, rtol=1e-5)
-        assert model.forward_features(x).shape == (1, grid[0] * grid[1] + 1, 64)
+        assert model.forward_features(x).shape == (1, grid[0] * grid[1] + 1, 32)
     # the training-size weights load into the resized model through the filter (which resamples the same way)
-    again = reduced_model("vz_sparsifiner_deit_small", num_classes=10).eval()
+    again = small_model(**tiny).eval()
     again.set_input_size(size)
     again.load_state_dict(checkpoint_filter_fn(model.state_dict(), again), strict=True)
     with torch.no_grad():
@@ -242,6 +250,6 @@ def test_model_built_at_another_size_is_another_architecture():
 
 def test_bad_configurations():
     with pytest.raises(ValueError, match="basis_topk=8 must be in"):
-        reduced_model("vz_sparsifiner_deit_small", img_size=64, reduce_n_factor=6)  # n_down = 17 // 6 = 2
+        small_model(img_size=64, reduce_n_factor=6)  # n_down = 17 // 6 = 2
     with pytest.raises(ValueError, match="attn_keep_rate"):
-        reduced_model("vz_sparsifiner_deit_small", attn_keep_rate=0.0)
+        small_model(attn_keep_rate=0.0)
