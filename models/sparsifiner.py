@@ -91,6 +91,9 @@ FAMILY = Family(
     kernels=("sparse_attention",),
     features="vit",
     vit_stride=16,
+    # LV-ViT-S: inference and parity only; its recipe needs token-labeling targets (per-patch label maps from a
+    # NFNet-F6 annotator) that cannot be produced here, so it has no recipe
+    deploy_only=("vz_sparsifiner_lvvit_small",),
     pending=("recipes", "mmdet", "mmseg"),
 )
 
@@ -211,18 +214,25 @@ class SparsifinerAttention(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm block; ``skip_lam`` divides both residual branches (LV-ViT's ``skip_lam``, 1 for DeiT)."""
+
     def __init__(self, dim: int, num_heads: int, grid_size: Tuple[int, int], mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, drop: float = 0.0, drop_path: float = 0.0, **predictor_kwargs):
+                 qkv_bias: bool = True, drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
+                 skip_lam: float = 1.0, **predictor_kwargs):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.skip_lam = skip_lam
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = SparsifinerAttention(dim, num_heads, grid_size, qkv_bias=qkv_bias, proj_drop=drop,
                                          **predictor_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
 
     def forward(self, x: torch.Tensor, grid: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         y, approx = self.attn(self.norm1(x), grid)
+        if self.skip_lam != 1.0:
+            x = x + self.drop_path(y) / self.skip_lam
+            return x + self.drop_path(self.mlp(self.norm2(x))) / self.skip_lam, approx
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, approx
@@ -236,6 +246,28 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+class ConvStem(nn.Module):
+    """LV-ViT's ``p_emb='4_2'`` patch embedding: conv 7x7/2 (64, no bias)-BN-ReLU, two conv 3x3 (64)-BN-ReLU, then a
+    (patch/2) x (patch/2) conv with stride patch/2 to ``embed_dim``: stride ``patch`` overall."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.proj = nn.Conv2d(width, embed_dim, kernel_size=patch_size // 2, stride=patch_size // 2)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn3(self.conv3(x)))
         x = self.proj(x)
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
 
@@ -281,8 +313,14 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
             reduce_c_factor: int = 2,
             basis_threshold: float = 2e-2,
             basis_topk: int = 8,
+            stem: str = "patch",
+            norm_eps: float = 1e-6,
+            skip_lam: float = 1.0,
+            aux_head: bool = False,
     ):
         super().__init__()
+        if stem not in ("patch", "conv4_2"):
+            raise ValueError(f"stem must be 'patch' (DeiT) or 'conv4_2' (LV-ViT), got {stem!r}")
         self.num_classes = num_classes
         self.global_pool = self._check_pool(global_pool)
         self.in_chans = in_chans
@@ -292,7 +330,7 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
         self.grid_size = _grid(img_size, patch_size)
         self.grad_checkpointing = False
 
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = (PatchEmbed if stem == "patch" else ConvStem)(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
@@ -301,11 +339,14 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
                          reduce_c_factor=reduce_c_factor, basis_threshold=basis_threshold, basis_topk=basis_topk)
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, self.grid_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
-                  drop_path=dpr[i], **predictor)
+                  drop_path=dpr[i], norm_eps=norm_eps, skip_lam=skip_lam, **predictor)
             for i in range(depth)])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.has_aux_head = aux_head
+        if aux_head:  # LV-ViT's token-labeling head (``return_dense``)
+            self.aux_head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}")
                              for i in range(depth)]
 
@@ -352,6 +393,8 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
         if global_pool is not None:
             self.global_pool = self._check_pool(global_pool)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if self.has_aux_head:
+            self.aux_head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     @torch.no_grad()
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
@@ -455,14 +498,23 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        feats = self.forward_features(x)
+        logits = self.forward_head(feats)
+        if self.has_aux_head and self.num_classes > 0 and self.global_pool == "token" and not self.training:
+            # LV-ViT's evaluation output: cls logits + 0.5 * the max over the patch tokens' token-labeling logits
+            logits = logits + 0.5 * self.aux_head(feats[:, self.num_prefix_tokens:]).max(1)[0]
+        return logits
 
     def forward_train(self, x: torch.Tensor) -> Dict[str, Any]:
-        """``logits``; ``tokens``: the last layer's normalised patch tokens (B, N - 1, C) (the official token
-        distillation target); ``attn``: each layer's approximate attention (B, heads, N - 1, N) (the official
-        attention-reconstruction loss input)."""
+        """``logits`` (the cls head's); ``tokens``: the last layer's normalised patch tokens (B, N - 1, C) (the
+        official token distillation target); ``attn``: each layer's approximate attention (B, heads, N - 1, N) (the
+        official attention-reconstruction loss input); LV-ViT also ``aux_logits`` (B, N - 1, classes)."""
         feats, approx = self._forward_blocks(x)
-        return {"logits": self.forward_head(feats), "tokens": feats[:, self.num_prefix_tokens:], "attn": approx}
+        tokens = feats[:, self.num_prefix_tokens:]
+        out = {"logits": self.forward_head(feats), "tokens": tokens, "attn": approx}
+        if self.has_aux_head:
+            out["aux_logits"] = self.aux_head(tokens)
+        return out
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict[str, torch.Tensor]:
@@ -479,6 +531,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict
         logger.info("checkpoint has no connectivity predictors (a DeiT backbone): %d predictor tensors keep their "
                     "initial values", len(predictor))
         state = {**state, **{k: expected[k] for k in predictor}}
+    if any(k.startswith("aux_head.") for k in expected) and (
+            state.get("aux_head.weight") is None or state["aux_head.weight"].shape != expected["aux_head.weight"].shape):
+        # LV-ViT's token-labeling head follows the classifier: new (initial) weights for another class count
+        state = {**{k: v for k, v in state.items() if not k.startswith("aux_head.")},
+                 **{k: v for k, v in expected.items() if k.startswith("aux_head.")}}
     out = {}
     for key, value in state.items():
         target = expected.get(key)
@@ -503,7 +560,7 @@ def _create_sparsifiner(variant: str, pretrained: bool = False, **kwargs) -> Spa
                            feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
 
 
-def _cfg(hf_hub_id: str, notes: Tuple[str, ...], **kwargs) -> Dict[str, Any]:
+def _cfg(hf_hub_id: Optional[str], notes: Tuple[str, ...], **kwargs) -> Dict[str, Any]:
     cfg = dict(
         hf_hub_id=hf_hub_id, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7),
         min_input_size=(3, MIN_INPUT_SIZE, MIN_INPUT_SIZE), fixed_input_size=False, crop_pct=0.875,
@@ -517,8 +574,8 @@ def _cfg(hf_hub_id: str, notes: Tuple[str, ...], **kwargs) -> Dict[str, Any]:
     return cfg
 
 
-_BACKBONE_ONLY = ("no Sparsifiner weights were released: these are the DeiT backbone weights the official training "
-                  "starts from; the connectivity predictors are untrained (train them with the recipes)",)
+_BACKBONE_ONLY = ("no Sparsifiner weights were released: these are the backbone weights the official training starts "
+                  "from; the connectivity predictors are untrained (train them with the recipes)",)
 
 default_cfgs = generate_default_cfgs({
     "vz_sparsifiner_deit_small.deit_in1k": _cfg("timm/deit_small_patch16_224.fb_in1k", _BACKBONE_ONLY,
@@ -527,6 +584,11 @@ default_cfgs = generate_default_cfgs({
         "timm/deit_base_patch16_224.fb_in1k",
         _BACKBONE_ONLY + ("DeiT-B by the same construction: the official code has no configuration for it",),
         license="apache-2.0"),
+    "vz_sparsifiner_lvvit_small.lvvit_in1k": _cfg(
+        None, _BACKBONE_ONLY + ("LV-ViT-S backbone: the official release lvvit_s-26M-224-83.3.pth.tar "
+                              "(github.com/zihangJiang/TokenLabeling, Apache-2.0); pass it as a file",),
+        url="https://github.com/zihangJiang/TokenLabeling/releases/download/1.0/lvvit_s-26M-224-83.3.pth.tar",
+        first_conv="patch_embed.conv1", crop_pct=0.9, license="apache-2.0"),
 })
 
 
@@ -542,3 +604,13 @@ def vz_sparsifiner_deit_base(pretrained: bool = False, **kwargs) -> Sparsifiner:
     """DeiT-B backbone with the default predictor config (no official configuration: built by analogy)."""
     model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4, qkv_bias=True)
     return _create_sparsifiner("vz_sparsifiner_deit_base", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vz_sparsifiner_lvvit_small(pretrained: bool = False, **kwargs) -> Sparsifiner:
+    """LV-ViT-S backbone (official ``sparsifiner_lvvit``): 16 blocks, mlp 3, no qkv bias, 4-layer conv stem,
+    residuals divided by 2, LayerNorm eps 1e-5, token-labeling head. Inference and parity only here: its recipe needs
+    token-labeling targets (dense per-patch label maps) that this repository cannot produce."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=16, num_heads=6, mlp_ratio=3, qkv_bias=False,
+                      stem="conv4_2", norm_eps=1e-5, skip_lam=2.0, aux_head=True)
+    return _create_sparsifiner("vz_sparsifiner_lvvit_small", pretrained, **dict(model_args, **kwargs))

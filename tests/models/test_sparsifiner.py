@@ -39,16 +39,20 @@ from visionzoo.models.sparsifiner import checkpoint_filter_fn
 from ..conftest import meta_model, meta_param_count
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "sparsifiner_parity.safetensors"
+LVVIT_FIXTURE = Path(__file__).parent.parent / "fixtures" / "sparsifiner_lvvit_parity.safetensors"
 
 # param-counts.md, lim142857/Sparsifiner@9a11e26, num_classes 1000 (DeiT-B: the same construction, not shipped)
-OFFICIAL_PARAMS = {"vz_sparsifiner_deit_small": 22_251_880, "vz_sparsifiner_deit_base": 86_768_872}
-BACKBONE_PARAMS = {"vz_sparsifiner_deit_small": 22_050_664, "vz_sparsifiner_deit_base": 86_567_656}
+OFFICIAL_PARAMS = {"vz_sparsifiner_deit_small": 22_251_880, "vz_sparsifiner_deit_base": 86_768_872,
+                   "vz_sparsifiner_lvvit_small": 26_420_112}
+BACKBONE_PARAMS = {"vz_sparsifiner_deit_small": 22_050_664, "vz_sparsifiner_deit_base": 86_567_656,
+                   "vz_sparsifiner_lvvit_small": 26_151_824}
+DEPTH = {"vz_sparsifiner_deit_small": 12, "vz_sparsifiner_deit_base": 12, "vz_sparsifiner_lvvit_small": 16}
 TIMM_DEIT = {"vz_sparsifiner_deit_small": "deit_small_patch16_224", "vz_sparsifiner_deit_base": "deit_base_patch16_224"}
 ALL_VARIANTS = timm.list_models("vz_sparsifiner_*")
 
 
-def _fixture(tag: str):
-    with safe_open(str(FIXTURE), "pt") as f:
+def _fixture(tag: str, path: Path = FIXTURE):
+    with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         tensors = {k[len(tag) + 1:]: f.get_tensor(k) for k in f.keys() if k.startswith(tag + ".")}
     state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
@@ -90,11 +94,71 @@ def test_parameter_count_is_official(name):
     model = meta_model(name)
     assert meta_param_count(name) == OFFICIAL_PARAMS[name]
     predictor = sum(p.numel() for n, p in model.named_parameters() if ".mask_predictor." in n)
-    assert predictor == 12 * 16_768  # proj_c_q, proj_c_k Linear(64 -> 32) + proj_n, proj_back_n (197, 32)
+    assert predictor == DEPTH[name] * 16_768  # proj_c_q, proj_c_k Linear(64 -> 32) + proj_n, proj_back_n (197, 32)
     assert OFFICIAL_PARAMS[name] - predictor == BACKBONE_PARAMS[name]
 
 
-@pytest.mark.parametrize("name", ALL_VARIANTS)
+def _lvvit_official_keys() -> dict:
+    """The official SparsifinerLVViT layout (param-counts.md: 300 keys, 9 buffers): LV-ViT's release keys
+    (``patch_embed.{conv1,bn1,conv2,bn2,conv3,bn3,proj}``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
+    mlp.fc2}``, ``norm``, ``head``, ``aux_head``, ``cls_token``, ``pos_embed``) plus the predictors, written out."""
+    meta = lambda *shape: torch.empty(*shape, device="meta")  # noqa: E731
+    state = {"cls_token": meta(1, 1, 384), "pos_embed": meta(1, 197, 384), "patch_embed.conv1.weight": meta(64, 3, 7, 7),
+             "patch_embed.proj.weight": meta(384, 64, 8, 8), "patch_embed.proj.bias": meta(384),
+             "norm.weight": meta(384), "norm.bias": meta(384), "head.weight": meta(1000, 384), "head.bias": meta(1000),
+             "aux_head.weight": meta(1000, 384), "aux_head.bias": meta(1000)}
+    for c in (2, 3):
+        state[f"patch_embed.conv{c}.weight"] = meta(64, 64, 3, 3)
+    for c in (1, 2, 3):
+        for t in ("weight", "bias", "running_mean", "running_var"):
+            state[f"patch_embed.bn{c}.{t}"] = meta(64)
+        state[f"patch_embed.bn{c}.num_batches_tracked"] = torch.empty((), dtype=torch.long, device="meta")
+    for i in range(16):
+        b = f"blocks.{i}."
+        state.update({b + "norm1.weight": meta(384), b + "norm1.bias": meta(384), b + "attn.qkv.weight": meta(1152, 384),
+                      b + "attn.proj.weight": meta(384, 384), b + "attn.proj.bias": meta(384),
+                      b + "norm2.weight": meta(384), b + "norm2.bias": meta(384), b + "mlp.fc1.weight": meta(1152, 384),
+                      b + "mlp.fc1.bias": meta(1152), b + "mlp.fc2.weight": meta(384, 1152), b + "mlp.fc2.bias": meta(384)})
+        p = b + "attn.mask_predictor."
+        for proj in ("proj_c_q", "proj_c_k"):
+            state[p + proj + ".weight"], state[p + proj + ".bias"] = meta(32, 64), meta(32)
+        state[p + "proj_n"], state[p + "proj_back_n"] = meta(197, 32), meta(197, 32)
+    return state
+
+
+def test_lvvit_official_layout_maps():
+    ours = meta_model("vz_sparsifiner_lvvit_small")
+    official = _lvvit_official_keys()
+    assert len(official) == 300
+    expected = ours.state_dict()
+    mapped = checkpoint_filter_fn(official, ours)
+    assert set(mapped) == set(expected) and all(mapped[k].shape == expected[k].shape for k in expected)
+    backbone = {k: v for k, v in official.items() if ".mask_predictor." not in k}  # the LV-ViT-S release
+    assert set(checkpoint_filter_fn(backbone, ours)) == set(expected)
+
+
+def test_lvvit_parity_with_official_code():
+    """Fixture ``c`` (``sparsifiner_lvvit_parity.safetensors``, 770 KB): the official ``SparsifinerLVViT``
+    (``src/models/sparsifiner_lvvit.py``, built as ``main.py --model sparsifiner_lvvit`` with the default config)
+    reduced to embed 16, depth 2, 2 heads, mlp 3, 10 classes, img 96, ``reduce_n_factor=3``; every tensor redrawn
+    from ``torch.Generator().manual_seed(1)`` (BN running variances in [0.5, 1.5), conv stem He-scaled,
+    ``proj_back_n`` std 0.01, the rest as fixture ``a``); the official eval output ``cls logits + 0.5 * max of the
+    token-labeling logits``."""
+    meta, state, tensors = _fixture("c", LVVIT_FIXTURE)
+    model = timm.create_model("vz_sparsifiner_lvvit_small", img_size=96, embed_dim=16, depth=2, num_heads=2,
+                              num_classes=10, reduce_n_factor=3).eval()
+    model.load_state_dict(checkpoint_filter_fn(state, model), strict=True)
+    with torch.no_grad():
+        out = model.forward_train(tensors["input"])
+        logits = model(tensors["input"])
+    for i, approx in enumerate(out["attn"]):
+        torch.testing.assert_close(approx, tensors[f"approx.{i}"], rtol=0, atol=1e-6)
+    diff = (logits - tensors["logits"]).abs().max().item()
+    assert diff < 1e-4, diff
+    assert out["aux_logits"].shape == (1, 36, 10)
+
+
+@pytest.mark.parametrize("name", ["vz_sparsifiner_deit_small", "vz_sparsifiner_deit_base"])
 def test_official_and_deit_layouts_map_onto_every_variant(name):
     """The official layout maps key for key (same names, same shapes); timm's DeiT (the official initialisation)
     maps onto the backbone and leaves exactly the predictors at their initial values."""
