@@ -94,7 +94,10 @@ FAMILY = Family(
     # LV-ViT-S: inference and parity only; its recipe needs token-labeling targets (per-patch label maps from a
     # NFNet-F6 annotator) that cannot be produced here, so it has no recipe
     deploy_only=("vz_sparsifiner_lvvit_small",),
-    pending=("recipes", "mmdet", "mmseg"),
+    det_seg_no_decay=("norm", "pos_embed", "cls_token"),  # mmseg's ViT-UperNet recipe
+    smoke_configs=("mmseg/sparsifiner/upernet_sparsifiner-deit-small_160k_ade20k-512x512.py",),
+    # a plain ViT: segmentation through mmseg's MultiLevelNeck; no detection (mmdet 3.3 has no ViTDet simple pyramid)
+    tasks=("mmseg",),
 )
 
 
@@ -273,8 +276,8 @@ class ConvStem(nn.Module):
 
 
 class SparsifinerDenseHook(ViTDenseHook):
-    """mmseg's ViT-UperNet outputs (blocks 3, 5, 7, 11 of 12); a model of another depth takes the blocks at the same
-    relative depths (e.g. 0, 1, 2, 3 of 4 in the reduced test configuration)."""
+    """mmseg's ViT-UperNet outputs (blocks 2, 5, 8, 11 of 12, ``upernet_vit-b16_ln_mln.py``); a model of another
+    depth takes the blocks at the same relative depths (e.g. 0, 1, 2, 3 of 4 in the reduced test configuration)."""
 
     def levels(self, model_name: str, feature_info: Sequence[Mapping]) -> List[int]:
         depth = len(feature_info)
@@ -292,7 +295,7 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
     (other input sizes resample them on the fly).
     """
 
-    dense_hook = SparsifinerDenseHook(block_indices=(3, 5, 7, 11))
+    dense_hook = SparsifinerDenseHook(block_indices=(2, 5, 8, 11))
 
     def __init__(
             self,
@@ -317,6 +320,7 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
             norm_eps: float = 1e-6,
             skip_lam: float = 1.0,
             aux_head: bool = False,
+            attn_recon: bool = False,
     ):
         super().__init__()
         if stem not in ("patch", "conv4_2"):
@@ -353,6 +357,7 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
         trunc_normal_(self.pos_embed, std=.02)
         trunc_normal_(self.cls_token, std=.02)
         self.apply(self._init_weights)
+        self.set_attn_recon(attn_recon)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -515,6 +520,33 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
         if self.has_aux_head:
             out["aux_logits"] = self.aux_head(tokens)
         return out
+
+
+def deit_teacher_outputs(teacher: nn.Module, x: torch.Tensor) -> Dict[str, Any]:
+    """The official DeiT teacher's outputs (``models/vit.py`` with ``AS_TEACHER`` / ``RETURN_ATTN``) from a timm
+    ``VisionTransformer`` (``deit_*_patch16_224``): ``logits`` (cls head), ``tokens`` (final-norm patch tokens) and
+    ``attn``: every layer's softmax attention without the cls query's row, (B, heads, N - 1, N), the target of the
+    attention-reconstruction loss. timm's blocks use fused attention, which never forms the maps, so the blocks are
+    run here with q.kᵀ computed explicitly (the same maths as timm's non-fused path). Use it as the recipes'
+    ``teacher.adapter: visionzoo.models.sparsifiner.deit_teacher_outputs``."""
+    x = teacher.patch_embed(x)
+    x = teacher._pos_embed(x)
+    x = teacher.norm_pre(x)
+    maps = []
+    for block in teacher.blocks:
+        attn = block.attn
+        y = block.norm1(x)
+        B, N, C = y.shape
+        q, k, v = attn.qkv(y).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        maps.append(weights[:, :, 1:, :])
+        y = (weights @ v).transpose(1, 2).reshape(B, N, C)
+        y = attn.proj(attn.norm(y))
+        x = x + block.drop_path1(block.ls1(y))
+        x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    x = teacher.norm(x)
+    return {"logits": teacher.forward_head(x), "tokens": x[:, teacher.num_prefix_tokens:], "attn": maps}
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: Sparsifiner) -> Dict[str, torch.Tensor]:

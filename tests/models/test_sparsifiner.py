@@ -317,3 +317,14 @@ def test_bad_configurations():
         small_model(img_size=64, reduce_n_factor=6)  # n_down = 17 // 6 = 2
     with pytest.raises(ValueError, match="attn_keep_rate"):
         small_model(attn_keep_rate=0.0)
+
+
+def test_dense_hook_takes_mmseg_vit_blocks():
+    """The det/seg hook returns blocks 2, 5, 8, 11 (mmseg's ViT-UperNet) of the 12-block models, all at stride 16."""
+    from visionzoo.models.sparsifiner import Sparsifiner
+
+    hook = Sparsifiner.dense_hook
+    info = meta_model("vz_sparsifiner_deit_small").feature_info
+    assert hook.levels("vz_sparsifiner_deit_small", info) == [2, 5, 8, 11]
+    assert hook.out_strides(info, [2, 5, 8, 11]) == [16] * 4
+    assert hook.levels("reduced", info[:4]) == [0, 1, 2, 3]
