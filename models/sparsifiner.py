@@ -186,8 +186,9 @@ class SparsifinerAttention(nn.Module):
     """DeiT attention (fused qkv, head_dim^-0.5) whose patch queries attend to the predictor's keys only."""
 
     def __init__(self, dim: int, num_heads: int, grid_size: Tuple[int, int], qkv_bias: bool = True,
-                 proj_drop: float = 0.0, **predictor_kwargs):
+                 proj_drop: float = 0.0, attn_impl: str = "sparse", **predictor_kwargs):
         super().__init__()
+        self.attn_impl = attn_impl
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
@@ -204,6 +205,13 @@ class SparsifinerAttention(nn.Module):
         if index is None:  # attention-reconstruction phase: dense attention, as the official code
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  scale=self.scale).transpose(1, 2)
+        elif self.attn_impl == "masked_dense":
+            # the official formulation: full scores, the selection as a boolean mask (cls row all ones); on a GPU
+            # SDPA's tensor-core kernels beat the sparse op above a few percent keep rate (kernels/README.md)
+            mask = torch.zeros(B, self.num_heads, N - 1, N, dtype=torch.bool, device=x.device).scatter_(-1, index, True)
+            mask = torch.cat([mask.new_ones(B, self.num_heads, 1, N), mask], dim=2)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 attn_mask=mask, scale=self.scale).transpose(1, 2)
         else:
             # autocast off around the op: it computes in fp32 and returns q's dtype itself, and CPU autocast would
             # otherwise push its torch path's sparse CSR matmuls to bf16, which torch does not implement
@@ -291,6 +299,10 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
 
     Args beyond timm's VisionTransformer: ``attn_keep_rate`` (0.25), ``reduce_n_factor`` (6), ``reduce_c_factor``
     (2), ``basis_threshold`` (2e-2), ``basis_topk`` (8): the official default config's ``SPAR`` values.
+    ``attn_impl``: ``"sparse"`` (``visionzoo.kernels.sparse_attention``, cost N x K) or ``"masked_dense"`` (full
+    N x N scores through SDPA with the selection as a boolean mask: the official formulation, the faster one on a
+    GPU above a few percent keep rate). ``attn_recon``: start in the attention-reconstruction phase
+    (``set_attn_recon``). LV-ViT: ``stem="conv4_2"``, ``norm_eps``, ``skip_lam``, ``aux_head``.
     ``img_size`` is the training size: it fixes the rows of ``pos_embed``, ``proj_n`` and ``proj_back_n``
     (other input sizes resample them on the fly).
     """
@@ -321,8 +333,12 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
             skip_lam: float = 1.0,
             aux_head: bool = False,
             attn_recon: bool = False,
+            attn_impl: str = "sparse",
     ):
         super().__init__()
+        if attn_impl not in ("sparse", "masked_dense"):
+            raise ValueError(f"attn_impl must be 'sparse' (the sparse_attention op) or 'masked_dense' (full scores "
+                             f"with the selection as a mask, the official formulation), got {attn_impl!r}")
         if stem not in ("patch", "conv4_2"):
             raise ValueError(f"stem must be 'patch' (DeiT) or 'conv4_2' (LV-ViT), got {stem!r}")
         self.num_classes = num_classes
@@ -339,7 +355,7 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth decay rule
-        predictor = dict(attn_keep_rate=attn_keep_rate, reduce_n_factor=reduce_n_factor,
+        predictor = dict(attn_impl=attn_impl, attn_keep_rate=attn_keep_rate, reduce_n_factor=reduce_n_factor,
                          reduce_c_factor=reduce_c_factor, basis_threshold=basis_threshold, basis_topk=basis_topk)
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, self.grid_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,

@@ -328,3 +328,16 @@ def test_dense_hook_takes_mmseg_vit_blocks():
     assert hook.levels("vz_sparsifiner_deit_small", info) == [2, 5, 8, 11]
     assert hook.out_strides(info, [2, 5, 8, 11]) == [16] * 4
     assert hook.levels("reduced", info[:4]) == [0, 1, 2, 3]
+
+
+def test_masked_dense_option_gives_the_same_model():
+    """``attn_impl="masked_dense"`` (SDPA over the full scores, the selection as a mask) computes the same function."""
+    torch.manual_seed(0)
+    model = small_model().eval()
+    dense = small_model(attn_impl="masked_dense").eval()
+    dense.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(dense(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="attn_impl"):
+        small_model(attn_impl="flash")
