@@ -8,14 +8,14 @@ from typing import Dict
 
 import timm
 
-from . import biformer, davit, dinat, dinat_isotropic, l2vit, maxvit, overlock, ravlt
+from . import biformer, davit, dinat, dinat_isotropic, l2vit, maxvit, overlock, ravlt, sparsifiner
 from ._family import Family
 
 __all__ = ["FAMILIES", "Family", "family_of"]
 
 FAMILIES: Dict[str, Family] = {
     module.FAMILY.name: module.FAMILY
-    for module in (biformer, davit, dinat, dinat_isotropic, l2vit, maxvit, overlock, ravlt)
+    for module in (biformer, davit, dinat, dinat_isotropic, l2vit, maxvit, overlock, ravlt, sparsifiner)
 }
 
 

@@ -123,8 +123,8 @@ def test_frozen_stages(name, frozen_stages):
         if pname.startswith("out_norms."):  # out_norms.<i> is frozen with stage i
             stage = int(pname.split(".")[1]) + 1
         else:
-            unit = next(u for u in numbers if pname.startswith("model." + u + "."))
-            stage = numbers[unit]
+            unit = next((u for u in numbers if pname.startswith("model." + u + ".")), None)
+            stage = numbers[unit] if unit is not None else 0  # on the model itself (a ViT's pos_embed): the stem
         frozen = stage <= frozen_stages
         assert p.requires_grad is not frozen, pname
         assert (p.grad is None) is frozen, pname

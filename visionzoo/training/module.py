@@ -58,8 +58,14 @@ def _mse(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tens
     return F.mse_loss(student.float(), teacher.float())
 
 
+def _mse_sum(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """Squared error summed over every element (per device batch), as recipes that use ``reduction='sum'`` do
+    (e.g. Sparsifiner's attention reconstruction): the weight then depends on the per-device batch size."""
+    return F.mse_loss(student.float(), teacher.float(), reduction="sum")
+
+
 DISTILL_LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]] = {
-    "kl": _kl, "hard_ce": _hard_ce, "mse": _mse}
+    "kl": _kl, "hard_ce": _hard_ce, "mse": _mse, "mse_sum": _mse_sum}
 DISTILL_KEYS = {"output", "teacher_output", "loss", "weight", "tau"}
 TEACHER_KEYS = {"model_name", "model_kwargs", "pretrained", "pretrained_file", "adapter"}
 
@@ -137,8 +143,9 @@ class ClassificationModule(L.LightningModule):
             adapter}``. Its outputs are ``adapter(teacher, x)`` when ``adapter`` (``"module.function"``) is given,
             else ``teacher.forward_train(x)`` when it has one, else ``{"logits": teacher(x)}``. It sees the same
             (mixed) images as the student, runs in eval mode without gradients and is not saved in checkpoints.
-        distill: distillation terms, each ``{output, teacher_output (default: output), loss: kl | hard_ce | mse,
-            weight, tau (kl only, default 1)}``; outputs may be tensors or lists of tensors (averaged per element).
+        distill: distillation terms, each ``{output, teacher_output (default: output), loss: kl | hard_ce | mse |
+            mse_sum, weight, tau (kl only, default 1)}``; outputs may be tensors or lists of tensors (averaged per
+            element).
         trainable: regexes (``re.search`` on parameter names); when set, only matching parameters train (phase
             training, e.g. a predictor first), the others are frozen and not given to the optimizer.
     """
