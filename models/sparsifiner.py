@@ -213,10 +213,7 @@ class SparsifinerAttention(nn.Module):
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  attn_mask=mask, scale=self.scale).transpose(1, 2)
         else:
-            # autocast off around the op: it computes in fp32 and returns q's dtype itself, and CPU autocast would
-            # otherwise push its torch path's sparse CSR matmuls to bf16, which torch does not implement
-            with torch.autocast(x.device.type, enabled=False):
-                out = sparse_attention(q, k, v, index, scale=self.scale, dense_queries=1)
+            out = sparse_attention(q, k, v, index, scale=self.scale, dense_queries=1)
         out = self.proj_drop(self.proj(out.reshape(B, N, C)))
         if self.training and torch.is_grad_enabled():
             # weight exactly 0: keeps the predictor in the autograd graph of the logits (see the module docstring)

@@ -30,6 +30,7 @@ official dense masked formulation at DeiT-S sizes, with 4-6x less memory at 577 
 eagerly inside. Values are computed in fp32 (fp64 for fp64 input) whatever the input dtype (torch's sparse
 kernels do not cover fp16/bf16 everywhere); results are returned in the input dtype.
 """
+import functools
 import warnings
 from typing import Optional, Tuple
 
@@ -186,11 +187,21 @@ def _backward(do, q, k, v, index, out, scale: float, dense: int):
 
 # ------------------------------------------------------------------ custom ops (opaque to torch.compile)
 
+def _without_autocast(fn):
+    """The op computes in fp32 whatever the input dtype; an enclosing autocast region would push its matmuls to
+    bf16/fp16, which the CPU sparse CSR kernels do not implement (and which would lose the fp32 accumulation)."""
+    @functools.wraps(fn)
+    def wrapper(*args):
+        with torch.autocast(args[0].device.type, enabled=False):
+            return fn(*args)
+    return wrapper
+
+
 _fwd_op = torch.library.custom_op(
-    "visionzoo::sparse_attention_fwd", _forward, mutates_args=(),
+    "visionzoo::sparse_attention_fwd", _without_autocast(_forward), mutates_args=(),
     schema="(Tensor q, Tensor k, Tensor v, Tensor index, float scale, int dense) -> Tensor")
 _bwd_op = torch.library.custom_op(
-    "visionzoo::sparse_attention_bwd", _backward, mutates_args=(),
+    "visionzoo::sparse_attention_bwd", _without_autocast(_backward), mutates_args=(),
     schema="(Tensor do, Tensor q, Tensor k, Tensor v, Tensor index, Tensor out, float scale, int dense) "
            "-> (Tensor, Tensor, Tensor)")
 

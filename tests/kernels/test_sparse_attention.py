@@ -212,6 +212,22 @@ def test_torch_path_half_precision(dtype):
                             dense_queries=1)
 
 
+
+def test_torch_path_under_cpu_autocast():
+    """Inside a CPU bf16 autocast region (an AMP training step) the op still computes in fp32: autocast would push
+    its sparse CSR matmuls to bf16, which torch does not implement on CPU. fp32 inputs give fp32 results equal to
+    the same call outside autocast."""
+    q, k, v = make_qkv(2, 11, 2, 8, 8)
+    index = topk_index(2, 2, 11, 4, 1)
+    grad_out = torch.randn(2, 11, 2, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = run("torch", q, k, v, index, grad_out, dense_queries=1)
+    expected, expected_grads = run("torch", q, k, v, index, grad_out, dense_queries=1)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+
 def test_chunk_sizes_bound_memory():
     # Sparsifiner DeiT-S at 384, batch 64: 64 * 6 (image, head) pairs of 576 sparse queries x 145 keys + the cls row.
     step = torch_path.group_chunk(64 * 6, 576, 145, 1, 577)
