@@ -1,0 +1,105 @@
+"""The ``visionzoo`` command (issue 15): list, info, convert, bench.
+
+Every test runs on one model per landed family (its contract model, reduced where a forward runs), discovered
+through ``FAMILIES``; nothing names a family.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from visionzoo import cli, kernels
+from visionzoo.flops import attributed_ops, count_flops, op_flops
+from visionzoo.models import FAMILIES
+
+from .conftest import CONTRACT_MODELS, FAMILY_NAMES, meta_param_count, reduced_model
+
+
+def run_cli(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ------------------------------------------------------------------------------------------------------- FLOPs
+
+@pytest.fixture
+def chunked_routes(monkeypatch):
+    """Switch off torch paths' dense shortcuts (a torch path may route small maps through a dense masked product
+    that computes more than the op's formula by design, e.g. routing attention's DENSE_MAX_TOKENS), so the torch
+    path computes exactly the formula's work and FlopCounterMode can check it."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("visionzoo.kernels.") and name.endswith(".torch_path") and hasattr(module, "DENSE_MAX_TOKENS"):
+            monkeypatch.setattr(module, "DENSE_MAX_TOKENS", 0)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("size", [(64, 64), (96, 128)])
+def test_flops_match_flop_counter_on_torch_path(family, size, chunked_routes):
+    """One model per landed family (reduced, on CPU): the count with every op booked by its formula equals plain
+    FlopCounterMode on the torch path exactly (tolerance 0: both count 2 per multiply-add of the same matmuls, and the
+    torch path with its dense shortcuts off computes exactly the formulas' work, padded maps included). Also: the
+    ops were really intercepted (the family's attention ran through them), and the part outside the ops is the same."""
+    model = reduced_model(FAMILIES[family].contract_model).eval()
+    with kernels.use_backend("torch"):
+        ours, counts = count_flops(model, (3, *size), device="cpu")
+        plain, _ = count_flops(model, (3, *size), device="cpu", attribute_ops=False)
+    assert counts.calls and set(counts.calls) <= set(FAMILIES[family].kernels)
+    assert counts.formula == counts.seen
+    assert ours - sum(counts.formula.values()) == plain - sum(counts.seen.values())
+    assert ours == plain
+
+
+def test_op_formula_equals_flop_counter_for_one_call():
+    """``op_flops`` maps a call's arguments onto the op's formula (here window attention, whose formula takes the
+    shape, not the tensors), and booking it inside a FlopCounterMode replaces what the torch path computed: one call
+    on a map that is not whole windows (the padded map is what the torch path computes and the formula counts)."""
+    q, k, v = (torch.randn(2, 9, 10, 3, 6) for _ in range(3))
+    with torch.no_grad(), kernels.use_backend("torch"), FlopCounterMode(display=False) as plain:
+        kernels.window_attention(q, k, v, (4, 5), "grid")
+    expected = 2 * 2 * 2 * 3 * (12 * 10) * 20 * 6
+    assert plain.get_total_flops() == expected
+    assert op_flops("window_attention", q, k, v, (4, 5), partition="grid") == expected
+    # booked through the interception: a visionzoo module calling the op
+    from visionzoo.layers import attention as layer_module
+    assert layer_module.window_attention is kernels.window_attention
+    with torch.no_grad(), kernels.use_backend("torch"), FlopCounterMode(display=False) as counter:
+        with attributed_ops(counter) as counts:
+            layer_module.window_attention(q, k, v, (4, 5), "grid")
+    assert layer_module.window_attention is kernels.window_attention  # restored
+    assert counts.calls == {"window_attention": 1} and counter.get_total_flops() == expected
+    assert counter.get_flop_counts()["Global"] == {"visionzoo.window_attention": expected}
+
+
+# -------------------------------------------------------------------------------------------------------- list
+
+def test_list_json(capsys):
+    """list --json of one model per family: meta parameter count, GFLOPs equal to count_flops on the meta model at
+    its default size, tags, minimum input and kernels from the registry and the family."""
+    name = CONTRACT_MODELS[0]
+    rc, out, _ = run_cli(capsys, "list", name, "--json")
+    assert rc == 0
+    (row,) = json.loads(out)
+    cfg = timm.get_pretrained_cfg(name).to_dict()
+    assert row["model"] == name and row["params"] == meta_param_count(name)
+    assert row["input_size"] == list(cfg["input_size"])
+    assert row["pretrained_tags"] == [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]
+    assert row["kernels"] == list(FAMILIES[row["family"]].kernels)
+    if cfg.get("min_input_size"):
+        assert row["min_input_size"] == list(cfg["min_input_size"])
+    assert set(row["attention_gflops"]) <= set(row["kernels"]) and row["attention_gflops"]
+    assert 0 < sum(row["attention_gflops"].values()) < row["gflops"]
+
+
+def test_list_table_pattern_and_unknown(capsys):
+    rc, out, _ = run_cli(capsys, "list", "vz_*_tiny*", "--no-flops")
+    assert rc == 0
+    listed = [line.split()[0] for line in out.splitlines()[1:]]
+    assert listed == timm.list_models("vz_*_tiny*") and listed
+    rc, out, err = run_cli(capsys, "list", CONTRACT_MODELS[0] + "x")
+    assert rc == 2 and "no registered model" in err and CONTRACT_MODELS[0] in err and not out
