@@ -103,3 +103,39 @@ def test_list_table_pattern_and_unknown(capsys):
     assert listed == timm.list_models("vz_*_tiny*") and listed
     rc, out, err = run_cli(capsys, "list", CONTRACT_MODELS[0] + "x")
     assert rc == 2 and "no registered model" in err and CONTRACT_MODELS[0] in err and not out
+
+
+# -------------------------------------------------------------------------------------------------------- info
+
+@pytest.mark.parametrize("name", CONTRACT_MODELS)
+def test_info_json(name, capsys):
+    """info --json of one model per family (reduced through --model-kwargs): the pretrained cfg, the constructor
+    arguments (the reduced ones override the registration's), feature_info as the model reports it, and the eval
+    transform timm resolves from the pretrained cfg (crop size, mean/std)."""
+    family = FAMILIES[cli.family_of(name).name]
+    rc, out, _ = run_cli(capsys, "info", name, "--json", "--model-kwargs", json.dumps(dict(family.reduced)))
+    assert rc == 0
+    info = json.loads(out)
+    model = reduced_model(name)
+    cfg = timm.get_pretrained_cfg(name).to_dict()
+    assert info["pretrained_cfg"]["architecture"] == name
+    assert info["pretrained_cfg"]["mean"] == list(cfg["mean"]) and info["pretrained_cfg"]["crop_pct"] == cfg["crop_pct"]
+    for key, value in family.reduced.items():
+        assert info["model_args"][key] == (list(value) if isinstance(value, tuple) else value)
+    assert info["params"] == sum(p.numel() for p in model.parameters())
+    assert [f["num_chs"] for f in info["feature_info"]] == [f["num_chs"] for f in model.feature_info]
+    assert [f["reduction"] for f in info["feature_info"]] == [f["reduction"] for f in model.feature_info]
+    assert info["data_config"]["input_size"] == list(cfg["input_size"])
+    assert any(f"CenterCrop(size=({cfg['input_size'][1]}, {cfg['input_size'][2]}))" in t for t in info["eval_transform"])
+    assert info["family"]["kernels"] == list(family.kernels)
+
+
+def test_info_table_and_bad_names(capsys):
+    name = CONTRACT_MODELS[0]
+    tag = timm.list_pretrained(f"{name}.*")[0]
+    rc, out, _ = run_cli(capsys, "info", tag)
+    assert rc == 0 and "feature_info" in out and "eval transform" in out and "CenterCrop" in out
+    rc, out, err = run_cli(capsys, "info", name[:-1] + "x")
+    assert rc == 2 and "did you mean" in err and name in err and not out
+    rc, out, err = run_cli(capsys, "info", name + ".no_such_tag")
+    assert rc == 2 and "no pretrained tag" in err

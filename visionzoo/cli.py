@@ -25,8 +25,14 @@ class CliError(Exception):
 
 
 def _check_model(name: str) -> str:
+    """``name`` (optionally with a pretrained tag, ``vz_x.tag``) if it is registered, else a CliError suggesting the
+    closest registered names."""
     names = timm.list_models("vz_*")
-    if name not in names:
+    base, _, tag = name.partition(".")
+    if base in names and tag and name not in timm.list_pretrained(f"{base}.*"):
+        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{base}.*")]
+        raise CliError(f"{base} has no pretrained tag {tag!r} (tags: {', '.join(tags) or 'none'})")
+    if base not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `visionzoo list` shows them all"
         raise CliError(f"unknown model {name!r}{hint}")
@@ -48,6 +54,31 @@ def _model_kwargs(text: Optional[str]) -> Dict[str, Any]:
 def _meta_model(name: str, **kwargs) -> torch.nn.Module:
     with torch.device("meta"):
         return timm.create_model(name, **kwargs).eval()
+
+
+_BUILD_KEYS = ("feature_cfg", "pretrained_filter_fn", "pretrained_cfg_overlay", "pretrained_cfg", "pretrained_strict",
+               "features_only", "out_indices", "feature_cls")
+
+
+def model_args(name: str, **kwargs) -> Dict[str, Any]:
+    """The constructor arguments that ``timm.create_model(name, **kwargs)`` hands to the model class: the
+    architecture as the family's registration function sets it (widths, depths, heads, windows ...). Read by
+    watching timm's ``build_model_with_cfg`` while the model is built on the meta device."""
+    import timm.models as tm
+
+    seen: Dict[str, Any] = {}
+    original = tm.build_model_with_cfg
+
+    def watching(model_cls, variant, pretrained, **build_kwargs):
+        seen.update({k: v for k, v in build_kwargs.items() if k not in _BUILD_KEYS})
+        return original(model_cls, variant, pretrained, **build_kwargs)
+
+    tm.build_model_with_cfg = watching
+    try:
+        _meta_model(name, **kwargs)
+    finally:
+        tm.build_model_with_cfg = original
+    return seen
 
 
 # ------------------------------------------------------------------------------------------------------ list
@@ -102,6 +133,69 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------------ info
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def model_info(name: str, **kwargs) -> Dict[str, Any]:
+    """What ``visionzoo info`` prints: the pretrained cfg, the family's declarations, the model's timm attributes,
+    its feature_info (built on the meta device) and the eval transform timm resolves from the pretrained cfg."""
+    from dataclasses import asdict
+
+    model = _meta_model(name, **kwargs)
+    family = family_of(name.partition(".")[0])
+    data_config = timm.data.resolve_model_data_config(model)
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    info = {
+        "model": name,
+        "family": asdict(family),
+        "params": sum(p.numel() for p in model.parameters()),
+        "model_args": model_args(name, **kwargs),
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        "head_hidden_size": getattr(model, "head_hidden_size", None),
+        "feature_info": [dict(f) for f in model.feature_info],
+        "pretrained_cfg": dict(model.pretrained_cfg),
+        "data_config": data_config,
+        "eval_transform": [repr(t) for t in getattr(transform, "transforms", [transform])],
+    }
+    return _jsonable(info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = model_info(_check_model(args.model), **_model_kwargs(args.model_kwargs))
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['model']}  (family {info['family']['name']}, {info['params']:,d} parameters, "
+          f"{info['num_classes']} classes, {info['num_features']} features)")
+    print("\nmodel args (what the registration passes to the model class):")
+    for key, value in info["model_args"].items():
+        print(f"  {key:24s} {value}")
+    print("\npretrained cfg:")
+    for key, value in info["pretrained_cfg"].items():
+        if value not in (None, "", [], {}):
+            print(f"  {key:24s} {value}")
+    print("\nfeature_info (features_only=True levels):")
+    for level, f in enumerate(info["feature_info"]):
+        print(f"  {level}: {f['module']:24s} stride {f['reduction']:3d}  {f['num_chs']:5d} channels")
+    print("\neval transform:")
+    for step in info["eval_transform"]:
+        print(f"  {step}")
+    fam = info["family"]
+    print(f"\nkernels: {', '.join(fam['kernels'])}; features: {fam['features']}; contract model "
+          f"{fam['contract_model']}; pending: {', '.join(fam['pending']) or 'nothing'}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ demo
 
 def _demo_image():
@@ -152,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("info", help="a model's pretrained cfg, feature_info and eval transform")
+    p.add_argument("model", help="a registered name, optionally with a pretrained tag (vz_x.tag)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model-kwargs", default=None, help="timm.create_model kwargs as a JSON object")
+    p.set_defaults(func=cmd_info)
     p = sub.add_parser("demo", help="build every model, classify a sample photo")
     p.add_argument("--model", default="vz_maxvit_tiny")
     p.add_argument("--weights", default=None, help="a checkpoint file for --model (safetensors or .pth)")
