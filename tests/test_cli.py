@@ -139,3 +139,77 @@ def test_info_table_and_bad_names(capsys):
     assert rc == 2 and "did you mean" in err and name in err and not out
     rc, out, err = run_cli(capsys, "info", name + ".no_such_tag")
     assert rc == 2 and "no pretrained tag" in err
+
+
+# ----------------------------------------------------------------------------------------------------- convert
+
+def _official_davit(tmp_path):
+    """The DaViT parity fixture (official dingmyu/davit key layout, reduced configuration, randomised tensors; see
+    tests/models/test_davit.py), wrapped as the official training script saves it (with an argparse Namespace,
+    which only the project's safe reader accepts), and the official code's logits on the fixture's input."""
+    import argparse
+
+    from .models.test_davit import OFFICIAL_CFG, _fixture, _image
+
+    path = tmp_path / "official.pth"
+    torch.save({"state_dict": _fixture("official."), "epoch": 3, "args": argparse.Namespace(lr=1e-3)}, path)
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in OFFICIAL_CFG.items()}
+    return path, dict(kwargs, num_classes=10), _image(224, 224), _fixture()["logits224"]
+
+
+def test_convert_official_checkpoint_to_hub_layout(tmp_path, capsys):
+    """An official checkpoint through convert: the directory has timm's hub layout, the weights are in our key layout,
+    config.json carries the pretrained cfg (eval transform, license, source) and the model args, and both timm routes
+    (the pretrained-file overlay, and ``local-dir:``, which is what the HF hub serves) load it and reproduce the
+    official code's logits (fp32, 1e-4: the parity tolerance of the family tests; same operations in another order)."""
+    from safetensors.torch import load_file
+
+    checkpoint, kwargs, image, expected = _official_davit(tmp_path)
+    out = tmp_path / "hub"
+    name = "vz_davit_tiny"
+    rc, stdout, err = run_cli(capsys, "convert", name, str(checkpoint), str(out), "--model-kwargs", json.dumps(kwargs),
+                              "--size", "64x96", "--json")
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert summary["max_abs_logit_diff"] == 0.0 and summary["input"] == [2, 3, 64, 96]
+    config = json.loads((out / "config.json").read_text())
+    cfg = timm.get_pretrained_cfg(name).to_dict()
+    assert config["architecture"] == name and config["num_classes"] == 10
+    assert {k: config["model_args"][k] for k in kwargs} == kwargs
+    for key in ("mean", "std", "crop_pct", "interpolation", "license", "origin_url", "paper_ids"):
+        assert config["pretrained_cfg"][key] == (list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key])
+    ours = timm.create_model(name, **kwargs)
+    assert set(load_file(str(out / "model.safetensors"))) == set(ours.state_dict())
+
+    by_file = timm.create_model(name, pretrained=True, **kwargs, pretrained_cfg_overlay=dict(
+        file=str(out / "model.safetensors"), num_classes=10)).eval()
+    by_dir = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    with torch.no_grad():
+        for model in (by_file, by_dir):
+            assert (model(image) - expected).abs().max() < 1e-4
+    assert expected.abs().max() > 1.0
+
+
+def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
+    """A checkpoint of another architecture, a classifier of another size, an unknown model, a missing file, a
+    non-empty output: a one-line error (exit 2) and nothing written."""
+    checkpoint, kwargs, _, _ = _official_davit(tmp_path)
+    out = tmp_path / "out"
+    other = next(n for n in CONTRACT_MODELS if n != "vz_davit_tiny")
+    cases = [
+        ((other, str(checkpoint), str(out)), "does not fit"),
+        (("vz_davit_tiny", str(checkpoint), str(out), "--model-kwargs",
+          json.dumps({k: v for k, v in kwargs.items() if k != "num_classes"})), "pass num_classes"),
+        (("vz_davit_tinyy", str(checkpoint), str(out)), "did you mean vz_davit_tiny"),
+        (("vz_davit_tiny", str(tmp_path / "missing.pth"), str(out)), "is not a file"),
+    ]
+    for argv, message in cases:
+        rc, stdout, err = run_cli(capsys, "convert", *argv)
+        assert rc == 2 and message in err and not stdout, (argv, err)
+        assert not out.exists()
+        assert [p.name for p in tmp_path.iterdir()] == ["official.pth"]  # no staging folder left either
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    rc, _, err = run_cli(capsys, "convert", "vz_davit_tiny", str(checkpoint), str(out))
+    assert rc == 2 and "not empty" in err and [p.name for p in out.iterdir()] == ["keep.txt"]

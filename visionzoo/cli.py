@@ -196,6 +196,122 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------------- convert
+
+def _fixed_input(input_size, batch: int = 2) -> torch.Tensor:
+    """A deterministic input (a formula, no RNG state involved) of (batch, C, H, W)."""
+    c, h, w = input_size
+    grid = torch.arange(batch * c * h * w, dtype=torch.float64).reshape(batch, c, h, w)
+    return torch.sin(0.37 * grid) * torch.cos(0.011 * grid)
+
+
+def convert(name: str, checkpoint: str, out_dir: str, model_kwargs: Optional[Dict[str, Any]] = None,
+            input_size: Optional[List[int]] = None, force: bool = False) -> Dict[str, Any]:
+    """Convert ``checkpoint`` (an official file in any layout ``name``'s family filter accepts, or our own) into
+    ``out_dir`` in timm's hub layout: ``model.safetensors`` (our key layout) and ``config.json`` (the architecture,
+    the model args, the pretrained cfg with its eval transform), written by timm's ``save_for_hf``.
+
+    The checkpoint is read by the safe reader (``models._checkpoint.read_checkpoint``, through the model's
+    ``load_pretrained``) and mapped by the family's ``checkpoint_filter_fn``; a checkpoint that does not fit raises
+    with its keys named. The result is validated before anything appears in ``out_dir``: a second model loads the
+    written file strictly, by the same route as ``timm.create_model(name, pretrained=True,
+    pretrained_cfg_overlay=dict(file=...))``, and its logits on a fixed input must equal the first model's exactly.
+    Returns a summary (files, max abs logit difference, parameter count).
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from safetensors.torch import load_file
+    from timm.models._hub import save_for_hf
+
+    kwargs = dict(model_kwargs or {})
+    base = _check_model(name).partition(".")[0]
+    if not os.path.isfile(checkpoint):
+        raise CliError(f"checkpoint {checkpoint!r} is not a file")
+    if os.path.exists(out_dir) and os.listdir(out_dir) and not force:
+        raise CliError(f"{out_dir} exists and is not empty (--force replaces model.safetensors and config.json)")
+
+    model = timm.create_model(name, **kwargs).eval()
+    # every tensor must load, the classifier included: load_pretrained drops the classifier when num_classes differs
+    # from the pretrained cfg's, which would save a random head, so the cfg is told the model's own num_classes
+    model.pretrained_cfg = {**model.pretrained_cfg, "num_classes": model.num_classes}
+    try:
+        model.load_pretrained(checkpoint)  # safe reader, wrapper keys, the family's filter, strict load
+    except (ValueError, RuntimeError, KeyError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = "; ".join(lines[:1] + [line for line in lines[1:] if line.startswith(("size mismatch", "Missing",
+                                                                                          "Unexpected"))][:2])
+        classifier = model.pretrained_cfg.get("classifier") or "\0"
+        hint = (" (a classifier of another size: pass num_classes in --model-kwargs)"
+                if f"size mismatch for {classifier}." in detail and "num_classes" not in kwargs else "")
+        raise CliError(f"{checkpoint} does not load into {name}{' ' + json.dumps(kwargs) if kwargs else ''}: "
+                       f"{detail}{hint}") from None
+    x = _fixed_input(input_size or model.pretrained_cfg["input_size"]).float()
+    with torch.no_grad():
+        logits = model(x)
+
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".visionzoo-convert-", dir=parent)
+    try:
+        save_for_hf(model, staging, model_args=kwargs or None, safe_serialization=True)
+        weights = os.path.join(staging, "model.safetensors")
+        # validation 1: the file holds exactly the model's tensors (strict), nothing of the official layout
+        reloaded = timm.create_model(name, **kwargs).eval()
+        reloaded.load_state_dict(load_file(weights), strict=True)
+        # validation 2: the pretrained-file route users take, then the logits
+        # (the overlay's num_classes: the classifier is dropped when it differs from the pretrained cfg's)
+        overlay = dict(file=weights, num_classes=model.num_classes)
+        via_timm = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs).eval()
+        with torch.no_grad():
+            diffs = [(m(x) - logits).abs().max().item() for m in (reloaded, via_timm)]
+        if max(diffs) != 0.0:
+            raise CliError(f"validation failed: the written weights give other logits (max abs diff: strict reload "
+                           f"{diffs[0]:.3g}, pretrained-file route {diffs[1]:.3g})")
+        os.makedirs(out_dir, exist_ok=True)
+        written = []
+        for fname in sorted(os.listdir(staging)):
+            shutil.move(os.path.join(staging, fname), os.path.join(out_dir, fname))
+            written.append(os.path.join(out_dir, fname))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"model": name, "checkpoint": checkpoint, "files": written, "params": sum(p.numel() for p in model.parameters()),
+            "input": list(x.shape), "max_abs_logit_diff": max(diffs),
+            "load_with": f"timm.create_model({base!r}, pretrained=True, pretrained_cfg_overlay=dict(file="
+                         f"{os.path.join(out_dir, 'model.safetensors')!r}, num_classes={model.num_classes})"
+                         f"{', **model_args' if kwargs else ''}) or timm.create_model('local-dir:{out_dir}', "
+                         f"pretrained=True)"}
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    summary = convert(args.model, args.checkpoint, args.out_dir, _model_kwargs(args.model_kwargs),
+                      input_size=_parse_size(args.size, in_chans=None) if args.size else None, force=args.force)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"converted {args.checkpoint} -> {args.out_dir} ({summary['params']:,d} parameters)")
+        for f in summary["files"]:
+            print(f"  {f}")
+        print(f"validated: strict reload and timm's pretrained-file route give the same logits on a fixed "
+              f"{tuple(summary['input'])} input (max abs diff {summary['max_abs_logit_diff']})")
+        print(f"load with: {summary['load_with']}")
+    return 0
+
+
+def _parse_size(text: str, in_chans: Optional[int] = 3) -> List[int]:
+    """``HxW`` or ``S`` -> [C, H, W] (C = 3 unless ``in_chans``)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise CliError(f"size must be HxW or S with positive integers, got {text!r}")
+    return [in_chans or 3, *parts]
+
+
 # ------------------------------------------------------------------------------------------------------ demo
 
 def _demo_image():
@@ -251,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--model-kwargs", default=None, help="timm.create_model kwargs as a JSON object")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("convert", help="an official checkpoint to a timm hub-layout directory, validated")
+    p.add_argument("model", help="the registered model the checkpoint belongs to")
+    p.add_argument("checkpoint", help="official .pth/.pt/.safetensors (any layout the family's filter accepts)")
+    p.add_argument("out_dir", help="where model.safetensors and config.json go (pushable to the HF hub as is)")
+    p.add_argument("--model-kwargs", default=None, help="timm.create_model kwargs as a JSON object "
+                   "(e.g. num_classes of a fine-tuned checkpoint); written to config.json's model_args")
+    p.add_argument("--size", default=None, help="HxW of the validation input (default: the pretrained cfg's)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty out_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_convert)
     p = sub.add_parser("demo", help="build every model, classify a sample photo")
     p.add_argument("--model", default="vz_maxvit_tiny")
     p.add_argument("--weights", default=None, help="a checkpoint file for --model (safetensors or .pth)")
