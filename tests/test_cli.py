@@ -39,7 +39,7 @@ def chunked_routes(monkeypatch):
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-@pytest.mark.parametrize("size", [(64, 64), (96, 128)])
+@pytest.mark.parametrize("size", [(96, 128)])  # non-square; one size keeps the suite short
 def test_flops_match_flop_counter_on_torch_path(family, size, chunked_routes):
     """One model per landed family (reduced, on CPU): the count with every op booked by its formula equals plain
     FlopCounterMode on the torch path exactly (tolerance 0: both count 2 per multiply-add of the same matmuls, and the
