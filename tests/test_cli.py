@@ -213,3 +213,48 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     (out / "keep.txt").write_text("x")
     rc, _, err = run_cli(capsys, "convert", "vz_davit_tiny", str(checkpoint), str(out))
     assert rc == 2 and "not empty" in err and [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+# ------------------------------------------------------------------------------------------------------- bench
+
+def test_bench_against_anchor_json(capsys):
+    """A reduced zoo model and a tiny timm anchor, interleaved in one process, train mode (forward + backward) with
+    channels_last: one row each with positive timings and peak memory, and the ratios are ours / the anchor's.
+    (Nothing about speed is asserted: this machine is shared.)"""
+    name = CONTRACT_MODELS[0]
+    kwargs = dict(FAMILIES[cli.family_of(name).name].reduced)
+    rc, out, err = run_cli(capsys, "bench", name, "--anchor", "test_resnet", "--batch", "2", "--size", "64x80",
+                           "--mode", "train", "--channels-last", "--repeats", "2", "--warmup", "1",
+                           "--model-kwargs", json.dumps(kwargs), "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    ours, anchor = result["rows"]
+    assert (ours["model"], ours["role"], anchor["model"], anchor["role"]) == (name, "model", "test_resnet", "anchor")
+    assert ours["params"] == sum(p.numel() for p in reduced_model(name).parameters())
+    for row in (ours, anchor):
+        assert row["mode"] == "train" and row["size"] == "64x80" and row["channels_last"] and row["batch"] == 2
+        assert row["ms_per_step"] > 0 and row["peak_mb"] > 0 and row["vs"] == "test_resnet"
+        assert row["images_per_s"] == pytest.approx(2e3 / row["ms_per_step"], rel=1e-3)
+    assert anchor["images_per_s_ratio"] == 1.0 and anchor["peak_mb_ratio"] == 1.0
+    assert ours["images_per_s_ratio"] == pytest.approx(ours["images_per_s"] / anchor["images_per_s"], rel=1e-2)
+    assert ours["peak_mb_ratio"] == pytest.approx(ours["peak_mb"] / anchor["peak_mb"], rel=1e-2)
+    assert "threads" in result["machine"] or "cuda" in ours["device"]
+
+
+def test_bench_csv_bf16_and_bad_input(capsys):
+    name = CONTRACT_MODELS[-1]
+    kwargs = json.dumps(dict(FAMILIES[cli.family_of(name).name].reduced))
+    rc, out, err = run_cli(capsys, "bench", name, "--size", "64", "--dtype", "bf16", "--repeats", "1",
+                           "--warmup", "0", "--no-memory", "--model-kwargs", kwargs, "--csv")
+    assert rc == 0, err
+    header, row, *rest = out.strip().splitlines()
+    assert not rest and header.startswith("model,role,") and row.startswith(f"{name},model,") and ",bf16," in row
+    min_size = timm.get_pretrained_cfg(name).to_dict().get("min_input_size")
+    cases = [((name, "--anchor", "resnet5o"), "unknown anchor"), ((name + "x",), "did you mean"),
+             ((name, "--size", "0x64"), "positive integers"),
+             ((name, "--anchor", "maxvit_tiny_tf_224", "--size", "256"), "takes only 224x224")]
+    if min_size:
+        cases.append(((name, "--size", f"{min_size[1] - 1}x{min_size[2]}"), "at least"))
+    for argv, message in cases:
+        rc, out, err = run_cli(capsys, "bench", *argv)
+        assert rc == 2 and message in err and not out, (argv, err)

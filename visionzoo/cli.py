@@ -312,6 +312,77 @@ def _parse_size(text: str, in_chans: Optional[int] = 3) -> List[int]:
     return [in_chans or 3, *parts]
 
 
+# ----------------------------------------------------------------------------------------------------- bench
+
+def _check_anchor(name: str) -> str:
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise CliError(f"unknown anchor {name!r} (an installed timm model){hint}")
+    return name
+
+
+def _check_size(name: str, size: List[int], kwargs: Dict[str, Any]) -> None:
+    """An impossible size for ``name`` is a CliError: below the documented minimum, or other than a fixed size."""
+    cfg = timm.get_pretrained_cfg(name)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    h, w = size[1:]
+    min_size = cfg.get("min_input_size")
+    if min_size and (h < min_size[1] or w < min_size[2]):
+        raise CliError(f"{name} needs inputs of at least {min_size[1]}x{min_size[2]}, got {h}x{w}")
+    if cfg.get("fixed_input_size") and "img_size" not in kwargs and (h, w) != tuple(cfg["input_size"][1:]):
+        raise CliError(f"{name} takes only {cfg['input_size'][1]}x{cfg['input_size'][2]} inputs, got {h}x{w}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import csv
+
+    from visionzoo.bench import BenchSpec, bench, machine_line
+
+    kwargs = _model_kwargs(args.model_kwargs)
+    size = _parse_size(args.size)
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
+        raise CliError("--batch and --repeats must be at least 1, --warmup at least 0")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    specs = []
+    for name in args.models:
+        _check_size(_check_model(name), size, kwargs)
+        specs.append(BenchSpec(name, "model", kwargs))
+    for name in args.anchor or []:
+        _check_size(_check_anchor(name), size, {})
+        specs.append(BenchSpec(name, "anchor"))
+    try:
+        rows = bench(specs, args.batch, size[1:], mode=args.mode, dtype=args.dtype, compile=args.compile,
+                     channels_last=args.channels_last, repeats=args.repeats, warmup=args.warmup, device=device,
+                     progress=not (args.json or args.csv), memory=not args.no_memory)
+    except (ValueError, TypeError) as e:  # a model refusing its kwargs or the input
+        raise CliError(str(e).splitlines()[0]) from None
+    if args.json:
+        print(json.dumps({"machine": machine_line(device), "rows": rows}, indent=1))
+    elif args.csv:
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print(f"{machine_line(device)}\n{args.mode}, batch {args.batch}, {size[1]}x{size[2]}, {args.dtype}"
+              f"{', compiled' if args.compile else ''}{', channels_last' if args.channels_last else ''}; "
+              f"median of {args.repeats} interleaved repeats")
+        vs = rows[0].get("vs")
+        print(f"{'model':28s} {'role':6s} {'ms/step':>10s} {'img/s':>10s} {'peak MiB':>10s}"
+              + (f" {'img/s ratio':>12s} {'mem ratio':>10s}" if vs else ""))
+        for r in rows:
+            peak = f"{r['peak_mb']:10.1f}" if r["peak_mb"] is not None else f"{'-':>10s}"
+            line = f"{r['model']:28s} {r['role']:6s} {r['ms_per_step']:10.2f} {r['images_per_s']:10.2f} {peak}"
+            if vs:
+                mem = f"{r['peak_mb_ratio']:10.3f}" if r["peak_mb_ratio"] is not None else f"{'-':>10s}"
+                line += f" {r['images_per_s_ratio']:12.3f} {mem}"
+            print(line)
+        if vs:
+            print(f"(ratios: ours / {vs}; img/s above 1 and memory below 1 favour ours)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ demo
 
 def _demo_image():
@@ -377,6 +448,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty out_dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_convert)
+    p = sub.add_parser("bench", help="throughput and peak memory, optionally against anchors in the same process")
+    p.add_argument("models", nargs="+", help="registered vz_ models")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--size", default="224x224", help="HxW (or S)")
+    p.add_argument("--mode", choices=("eval", "train"), default="eval",
+                   help="eval: no-grad forward; train: forward + backward")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (compiled during warm-up)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--anchor", action="append", help="a timm model run interleaved in the same process (repeatable)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per model before timing")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--model-kwargs", default=None, help="timm.create_model kwargs for the zoo models, JSON")
+    p.add_argument("--no-memory", action="store_true", help="skip the profiled peak-memory call")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true")
+    out.add_argument("--csv", action="store_true")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("demo", help="build every model, classify a sample photo")
     p.add_argument("--model", default="vz_maxvit_tiny")
     p.add_argument("--weights", default=None, help="a checkpoint file for --model (safetensors or .pth)")
