@@ -130,6 +130,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                   f"{','.join(row['kernels']):32s} {', '.join(row['pretrained_tags'])}", flush=True)
     if args.json:
         print(json.dumps(rows, indent=1))
+    elif flops:
+        print("(GFLOPs: 2 per multiply-add, forward, one image at the default size, attention by each op's formula; "
+              "papers usually quote multiply-adds, half this)")
     return 0
 
 
