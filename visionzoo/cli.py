@@ -98,7 +98,10 @@ def model_summary(name: str, flops: bool = True, **kwargs) -> Dict[str, Any]:
         "input_size": list(cfg["input_size"]),
     }
     if flops:
-        total, counts = count_flops(model, cfg["input_size"])
+        from visionzoo.kernels import use_backend
+
+        with use_backend("torch"):  # shapes only (meta); every op is booked by its formula whatever the backend
+            total, counts = count_flops(model, cfg["input_size"])
         row["gflops"] = round(total / 1e9, 3)
         row["attention_gflops"] = {op: round(f / 1e9, 3) for op, f in sorted(counts.formula.items())}
     row["pretrained_tags"] = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]

@@ -51,6 +51,7 @@ def op_flops(name: str, *args, **kwargs) -> int:
     first = next(iter(given.values()))
     call_args: List = []
     call_kwargs: Dict = {}
+    by_name = False  # once a parameter is left to its default, the later ones go by name
     for i, p in enumerate(params):
         if p.kind is p.VAR_POSITIONAL:
             continue
@@ -63,13 +64,14 @@ def op_flops(name: str, *args, **kwargs) -> int:
         elif i == 0:
             value = tuple(first.shape) if isinstance(first, torch.Tensor) else first
         elif p.default is not p.empty:
+            by_name = True
             continue
         else:
             raise TypeError(f"cannot map the arguments of {name} onto its FLOPs formula (parameter {p.name!r})")
-        if p.kind is p.KEYWORD_ONLY:
+        if p.kind is p.KEYWORD_ONLY or by_name:
             call_kwargs[p.name] = value
         else:
-            call_args.append(value) if not call_kwargs else call_kwargs.__setitem__(p.name, value)
+            call_args.append(value)
     return int(formula(*call_args, **call_kwargs))
 
 
