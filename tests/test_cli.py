@@ -154,19 +154,35 @@ def _official_davit(tmp_path):
     path = tmp_path / "official.pth"
     torch.save({"state_dict": _fixture("official."), "epoch": 3, "args": argparse.Namespace(lr=1e-3)}, path)
     kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in OFFICIAL_CFG.items()}
-    return path, dict(kwargs, num_classes=10), _image(224, 224), _fixture()["logits224"]
+    return "vz_davit_tiny", path, dict(kwargs, num_classes=10), _image(224, 224), _fixture()["logits224"]
 
 
-def test_convert_official_checkpoint_to_hub_layout(tmp_path, capsys):
+def _official_biformer(tmp_path):
+    """The BiFormer parity fixture (official rayleizhu/BiFormer layout under "model", reduced configuration; see
+    tests/models/test_biformer.py) and the official code's logits."""
+    from .models.test_biformer import REDUCED, normalised, official_fixture
+
+    checkpoint, expected = official_fixture("biformer_reduced.safetensors")
+    path = tmp_path / "official.pth"
+    torch.save(checkpoint, path)
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in REDUCED.items()}
+    return "vz_biformer_tiny", path, kwargs, normalised(1, 224, 224), expected["logits_224"]
+
+
+# the parity fixtures in official layouts (two families, two wrappers: "state_dict" + args, "model")
+OFFICIAL_CHECKPOINTS = {"davit": _official_davit, "biformer": _official_biformer}
+
+
+@pytest.mark.parametrize("family", sorted(OFFICIAL_CHECKPOINTS))
+def test_convert_official_checkpoint_to_hub_layout(family, tmp_path, capsys):
     """An official checkpoint through convert: the directory has timm's hub layout, the weights are in our key layout,
     config.json carries the pretrained cfg (eval transform, license, source) and the model args, and both timm routes
     (the pretrained-file overlay, and ``local-dir:``, which is what the HF hub serves) load it and reproduce the
     official code's logits (fp32, 1e-4: the parity tolerance of the family tests; same operations in another order)."""
     from safetensors.torch import load_file
 
-    checkpoint, kwargs, image, expected = _official_davit(tmp_path)
+    name, checkpoint, kwargs, image, expected = OFFICIAL_CHECKPOINTS[family](tmp_path)
     out = tmp_path / "hub"
-    name = "vz_davit_tiny"
     rc, stdout, err = run_cli(capsys, "convert", name, str(checkpoint), str(out), "--model-kwargs", json.dumps(kwargs),
                               "--size", "64x96", "--json")
     assert rc == 0, err
@@ -194,7 +210,7 @@ def test_convert_official_checkpoint_to_hub_layout(tmp_path, capsys):
 def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     """A checkpoint of another architecture, a classifier of another size, an unknown model, a missing file, a
     non-empty output: a one-line error (exit 2) and nothing written."""
-    checkpoint, kwargs, _, _ = _official_davit(tmp_path)
+    _, checkpoint, kwargs, _, _ = _official_davit(tmp_path)
     out = tmp_path / "out"
     other = next(n for n in CONTRACT_MODELS if n != "vz_davit_tiny")
     cases = [
