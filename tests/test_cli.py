@@ -74,6 +74,13 @@ def test_op_formula_equals_flop_counter_for_one_call():
     assert layer_module.window_attention is kernels.window_attention  # restored
     assert counts.calls == {"window_attention": 1} and counter.get_total_flops() == expected
     assert counter.get_flop_counts()["Global"] == {"visionzoo.window_attention": expected}
+    # called through the package namespace too (``kernels.op(...)``)
+    with torch.no_grad(), kernels.use_backend("torch"), FlopCounterMode(display=False) as counter:
+        with attributed_ops(counter) as counts:
+            kernels.window_attention(q, k, v, (4, 5), "grid")
+            layer_module.window_attention(q, k, v, (4, 5), "grid")
+    assert kernels.window_attention is layer_module.window_attention  # both restored
+    assert counts.calls == {"window_attention": 2} and counter.get_total_flops() == 2 * expected
 
 
 # -------------------------------------------------------------------------------------------------------- list

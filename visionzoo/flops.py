@@ -33,7 +33,11 @@ __all__ = ["OpCounts", "attributed_ops", "count_flops", "op_flops"]
 
 def _op_functions() -> Dict[str, Tuple[Callable, Callable]]:
     """name -> (public op function, its FLOPs formula), for every op in ``visionzoo.kernels.OPS``."""
-    return {name: (getattr(kernels, name), formula) for name, formula in kernels.OPS.items()}
+    ops = {}
+    for name, formula in kernels.OPS.items():
+        fn = getattr(kernels, name)
+        ops[name] = (getattr(fn, "_visionzoo_counted", fn), formula)  # the op itself while attributed_ops patches it
+    return ops
 
 
 def op_flops(name: str, *args, **kwargs) -> int:
@@ -94,11 +98,19 @@ def attributed_ops(counter: FlopCounterMode) -> Iterator[OpCounts]:
     by_id = {id(fn): name for name, (fn, _) in ops.items()}
     patched: List[Tuple[object, str, Callable]] = []
 
+    depth = [0]  # an op called inside another op's call is part of the outer op's work
+
     def wrap(name: str, fn: Callable) -> Callable:
         def counted(*args, **kwargs):
+            if depth[0]:
+                return fn(*args, **kwargs)
             before = counter.get_total_flops()
             snapshot = {mod: dict(ops_) for mod, ops_ in counter.flop_counts.items()}
-            out = fn(*args, **kwargs)
+            depth[0] += 1
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
             after = counter.get_total_flops()
             # forget what the backend computed inside the op, then book the formula under the op's name
             counter.flop_counts.clear()
@@ -112,14 +124,14 @@ def attributed_ops(counter: FlopCounterMode) -> Iterator[OpCounts]:
             counts.seen[name] = counts.seen.get(name, 0) + seen
             counts.calls[name] = counts.calls.get(name, 0) + 1
             return out
-        counted.__wrapped__ = fn
+        counted._visionzoo_counted = fn
         return counted
 
     for mod_name, module in list(sys.modules.items()):
         if module is None or not (mod_name == "visionzoo" or mod_name.startswith("visionzoo.")):
             continue
-        if mod_name == "visionzoo.kernels" or mod_name.startswith("visionzoo.kernels."):
-            continue  # the ops' own internals (one op calling another is counted as the outer op)
+        if mod_name.startswith("visionzoo.kernels."):
+            continue  # the ops' own modules (``visionzoo.kernels`` itself is patched: ``kernels.op(...)`` calls)
         for attr, value in list(vars(module).items()):
             if callable(value) and id(value) in by_id:
                 patched.append((module, attr, value))
