@@ -218,7 +218,7 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     """A checkpoint of another architecture, a classifier of another size, an unknown model, a missing file, a
     non-empty output: a one-line error (exit 2) and nothing written."""
     _, checkpoint, kwargs, _, _ = _official_davit(tmp_path)
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"
     other = next(n for n in CONTRACT_MODELS if n != "vz_davit_tiny")
     cases = [
         ((other, str(checkpoint), str(out)), "does not fit"),
@@ -232,7 +232,7 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
         assert rc == 2 and message in err and not stdout, (argv, err)
         assert not out.exists()
         assert [p.name for p in tmp_path.iterdir()] == ["official.pth"]  # no staging folder left either
-    out.mkdir()
+    out.mkdir(parents=True)
     (out / "keep.txt").write_text("x")
     rc, _, err = run_cli(capsys, "convert", "vz_davit_tiny", str(checkpoint), str(out))
     assert rc == 2 and "not empty" in err and [p.name for p in out.iterdir()] == ["keep.txt"]

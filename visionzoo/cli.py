@@ -257,9 +257,8 @@ def convert(name: str, checkpoint: str, out_dir: str, model_kwargs: Optional[Dic
     with torch.no_grad():
         logits = model(x)
 
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".visionzoo-convert-", dir=parent)
+    parent = os.path.dirname(os.path.abspath(out_dir))  # staged beside out_dir (same file system) when it exists
+    staging = tempfile.mkdtemp(prefix=".visionzoo-convert-", dir=parent if os.path.isdir(parent) else None)
     try:
         save_for_hf(model, staging, model_args=kwargs or None, safe_serialization=True)
         weights = os.path.join(staging, "model.safetensors")
