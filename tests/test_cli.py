@@ -12,10 +12,10 @@ import pytest
 import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from visionzoo.models import FAMILIES
 
 from visionzoo import cli, kernels
 from visionzoo.flops import attributed_ops, count_flops, op_flops
-from visionzoo.models import FAMILIES
 
 from .conftest import CONTRACT_MODELS, FAMILY_NAMES, meta_param_count, reduced_model
 

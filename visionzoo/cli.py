@@ -75,10 +75,11 @@ def model_args(name: str, **kwargs) -> Dict[str, Any]:
 
     tm.build_model_with_cfg = watching
     try:
-        _meta_model(name, **kwargs)
+        model = _meta_model(name, **kwargs)
     finally:
         tm.build_model_with_cfg = original
-    return seen
+    # a registration that builds otherwise: what timm records (the caller's kwargs only)
+    return seen or dict(getattr(model, "_model_args", None) or kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------ list
