@@ -38,21 +38,36 @@ def chunked_routes(monkeypatch):
             monkeypatch.setattr(module, "DENSE_MAX_TOKENS", 0)
 
 
+# Ops whose torch path computes exactly the work its formula counts (with dense shortcuts off, see chunked_routes):
+# for these, the interception must change nothing. The others compute a different amount by design and their formula
+# is checked against FlopCounterMode on the op alone in tests/kernels/test_<op>.py: neighbourhood attention and
+# aggregation score whole tile halos (more than the k*k keys counted), sparse attention runs inside custom ops that
+# FlopCounterMode does not see into (it counts 0 there), which is why ops are booked by their formulas at all.
+EXACT_ON_TORCH_PATH = {"window_attention", "routing_attention", "channel_attention", "linear_attention"}
+
+
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 @pytest.mark.parametrize("size", [(96, 128)])  # non-square; one size keeps the suite short
 def test_flops_match_flop_counter_on_torch_path(family, size, chunked_routes):
-    """One model per landed family (reduced, on CPU): the count with every op booked by its formula equals plain
-    FlopCounterMode on the torch path exactly (tolerance 0: both count 2 per multiply-add of the same matmuls, and the
-    torch path with its dense shortcuts off computes exactly the formulas' work, padded maps included). Also: the
-    ops were really intercepted (the family's attention ran through them), and the part outside the ops is the same."""
+    """One model per landed family (reduced, on CPU), against plain FlopCounterMode on the torch path:
+
+    * the family's attention ran through intercepted ``visionzoo.kernels`` ops (only those it declares);
+    * everything outside the ops is counted identically (exactly: the interception only re-books op calls);
+    * for ops whose torch path computes exactly the formula's work (EXACT_ON_TORCH_PATH), the booked formula equals
+      what FlopCounterMode saw inside the calls, exactly (both count 2 per multiply-add of the same matmuls, padded
+      maps included), so a model on those ops gets the same total either way."""
     model = reduced_model(FAMILIES[family].contract_model).eval()
     with kernels.use_backend("torch"):
         ours, counts = count_flops(model, (3, *size), device="cpu")
         plain, _ = count_flops(model, (3, *size), device="cpu", attribute_ops=False)
     assert counts.calls and set(counts.calls) <= set(FAMILIES[family].kernels)
-    assert counts.formula == counts.seen
     assert ours - sum(counts.formula.values()) == plain - sum(counts.seen.values())
-    assert ours == plain
+    for op, flops in counts.formula.items():
+        assert flops > 0
+        if op in EXACT_ON_TORCH_PATH:
+            assert flops == counts.seen[op], op
+    if set(counts.calls) <= EXACT_ON_TORCH_PATH:
+        assert ours == plain
 
 
 def test_op_formula_equals_flop_counter_for_one_call():
@@ -103,6 +118,19 @@ def test_list_json(capsys):
     assert 0 < sum(row["attention_gflops"].values()) < row["gflops"]
 
 
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_list_row_of_every_family(family):
+    """``list``'s row for each family's contract model (reduced, at its default input size) has a FLOP count with
+    the attention booked under ops the family declares: counted on the meta device, or on CPU tensors for a model
+    that needs values (the fallback), and equal to count_flops on a CPU copy of the same model."""
+    fam = FAMILIES[family]
+    row = cli.model_summary(fam.contract_model, **fam.reduced)
+    assert row["gflops"] > 0 and row["attention_gflops"] and set(row["attention_gflops"]) <= set(fam.kernels)
+    with kernels.use_backend("torch"):
+        total, _ = count_flops(reduced_model(fam.contract_model).eval(), row["input_size"], device="cpu")
+    assert row["gflops"] == round(total / 1e9, 3)
+
+
 def test_list_table_pattern_and_unknown(capsys):
     rc, out, _ = run_cli(capsys, "list", "vz_*_tiny*", "--no-flops")
     assert rc == 0
@@ -128,7 +156,7 @@ def test_info_json(name, capsys):
     assert info["pretrained_cfg"]["architecture"] == name
     assert info["pretrained_cfg"]["mean"] == list(cfg["mean"]) and info["pretrained_cfg"]["crop_pct"] == cfg["crop_pct"]
     for key, value in family.reduced.items():
-        assert info["model_args"][key] == (list(value) if isinstance(value, tuple) else value)
+        assert info["model_args"][key] == json.loads(json.dumps(value))  # tuples (nested too) as JSON lists
     assert info["params"] == sum(p.numel() for p in model.parameters())
     assert [f["num_chs"] for f in info["feature_info"]] == [f["num_chs"] for f in model.feature_info]
     assert [f["reduction"] for f in info["feature_info"]] == [f["reduction"] for f in model.feature_info]

@@ -101,8 +101,13 @@ def model_summary(name: str, flops: bool = True, **kwargs) -> Dict[str, Any]:
     if flops:
         from visionzoo.kernels import use_backend
 
-        with use_backend("torch"):  # shapes only (meta); every op is booked by its formula whatever the backend
-            total, counts = count_flops(model, cfg["input_size"])
+        with use_backend("torch"):  # every op is booked by its formula whatever the backend
+            try:  # shapes only: no memory, no time
+                total, counts = count_flops(model, cfg["input_size"])
+            except (RuntimeError, NotImplementedError):  # a model that needs values (e.g. CPU autocast): real tensors
+                cpu_model = timm.create_model(name, **kwargs).eval()
+                total, counts = count_flops(cpu_model, cfg["input_size"], device="cpu")
+                del cpu_model
         row["gflops"] = round(total / 1e9, 3)
         row["attention_gflops"] = {op: round(f / 1e9, 3) for op, f in sorted(counts.formula.items())}
     row["pretrained_tags"] = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]
