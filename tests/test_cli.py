@@ -34,7 +34,8 @@ def chunked_routes(monkeypatch):
     that computes more than the op's formula by design, e.g. routing attention's DENSE_MAX_TOKENS), so the torch
     path computes exactly the formula's work and FlopCounterMode can check it."""
     for name, module in list(sys.modules.items()):
-        if name.startswith("visionzoo.kernels.") and name.endswith(".torch_path") and hasattr(module, "DENSE_MAX_TOKENS"):
+        if (name.startswith("visionzoo.kernels.") and name.endswith(".torch_path")
+                and hasattr(module, "DENSE_MAX_TOKENS")):
             monkeypatch.setattr(module, "DENSE_MAX_TOKENS", 0)
 
 
@@ -122,13 +123,11 @@ def test_list_json(capsys):
 def test_list_row_of_every_family(family):
     """``list``'s row for each family's contract model (reduced, at its default input size) has a FLOP count with
     the attention booked under ops the family declares: counted on the meta device, or on CPU tensors for a model
-    that needs values (the fallback), and equal to count_flops on a CPU copy of the same model."""
+    that needs values (the fallback)."""
     fam = FAMILIES[family]
     row = cli.model_summary(fam.contract_model, **fam.reduced)
     assert row["gflops"] > 0 and row["attention_gflops"] and set(row["attention_gflops"]) <= set(fam.kernels)
-    with kernels.use_backend("torch"):
-        total, _ = count_flops(reduced_model(fam.contract_model).eval(), row["input_size"], device="cpu")
-    assert row["gflops"] == round(total / 1e9, 3)
+    assert row["params"] == meta_param_count(fam.contract_model, **fam.reduced)
 
 
 def test_list_table_pattern_and_unknown(capsys):
@@ -161,7 +160,8 @@ def test_info_json(name, capsys):
     assert [f["num_chs"] for f in info["feature_info"]] == [f["num_chs"] for f in model.feature_info]
     assert [f["reduction"] for f in info["feature_info"]] == [f["reduction"] for f in model.feature_info]
     assert info["data_config"]["input_size"] == list(cfg["input_size"])
-    assert any(f"CenterCrop(size=({cfg['input_size'][1]}, {cfg['input_size'][2]}))" in t for t in info["eval_transform"])
+    crop = f"CenterCrop(size=({cfg['input_size'][1]}, {cfg['input_size'][2]}))"
+    assert any(crop in t for t in info["eval_transform"])
     assert info["family"]["kernels"] == list(family.kernels)
 
 
@@ -269,13 +269,13 @@ def test_convert_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------------- bench
 
 def test_bench_against_anchor_json(capsys):
-    """A reduced zoo model and a tiny timm anchor, interleaved in one process, train mode (forward + backward) with
-    channels_last: one row each with positive timings and peak memory, and the ratios are ours / the anchor's.
+    """A reduced zoo model and a tiny timm anchor, interleaved in one process, eval mode with channels_last: one row
+    each with positive timings and peak memory, and the ratios are ours / the anchor's.
     (Nothing about speed is asserted: this machine is shared.)"""
     name = CONTRACT_MODELS[0]
     kwargs = dict(FAMILIES[cli.family_of(name).name].reduced)
-    rc, out, err = run_cli(capsys, "bench", name, "--anchor", "test_resnet", "--batch", "2", "--size", "64x80",
-                           "--mode", "train", "--channels-last", "--repeats", "2", "--warmup", "1",
+    rc, out, err = run_cli(capsys, "bench", name, "--anchor", "test_resnet", "--batch", "2", "--size", "48x64",
+                           "--mode", "eval", "--channels-last", "--repeats", "2", "--warmup", "1",
                            "--model-kwargs", json.dumps(kwargs), "--json")
     assert rc == 0, err
     result = json.loads(out)
@@ -283,7 +283,7 @@ def test_bench_against_anchor_json(capsys):
     assert (ours["model"], ours["role"], anchor["model"], anchor["role"]) == (name, "model", "test_resnet", "anchor")
     assert ours["params"] == sum(p.numel() for p in reduced_model(name).parameters())
     for row in (ours, anchor):
-        assert row["mode"] == "train" and row["size"] == "64x80" and row["channels_last"] and row["batch"] == 2
+        assert row["mode"] == "eval" and row["size"] == "48x64" and row["channels_last"] and row["batch"] == 2
         assert row["ms_per_step"] > 0 and row["peak_mb"] > 0 and row["vs"] == "test_resnet"
         assert row["images_per_s"] == pytest.approx(2e3 / row["ms_per_step"], rel=1e-3)
     assert anchor["images_per_s_ratio"] == 1.0 and anchor["peak_mb_ratio"] == 1.0
@@ -295,11 +295,12 @@ def test_bench_against_anchor_json(capsys):
 def test_bench_csv_bf16_and_bad_input(capsys):
     name = CONTRACT_MODELS[-1]
     kwargs = json.dumps(dict(FAMILIES[cli.family_of(name).name].reduced))
-    rc, out, err = run_cli(capsys, "bench", name, "--size", "64", "--dtype", "bf16", "--repeats", "1",
-                           "--warmup", "0", "--no-memory", "--model-kwargs", kwargs, "--csv")
+    rc, out, err = run_cli(capsys, "bench", name, "--size", "48", "--mode", "train", "--dtype", "bf16",
+                           "--repeats", "1", "--warmup", "0", "--no-memory", "--model-kwargs", kwargs, "--csv")
     assert rc == 0, err
     header, row, *rest = out.strip().splitlines()
-    assert not rest and header.startswith("model,role,") and row.startswith(f"{name},model,") and ",bf16," in row
+    assert not rest and header.startswith("model,role,") and row.startswith(f"{name},model,")
+    assert ",train,bf16," in row  # forward + backward under bf16 autocast
     min_size = timm.get_pretrained_cfg(name).to_dict().get("min_input_size")
     cases = [((name, "--anchor", "resnet5o"), "unknown anchor"), ((name + "x",), "did you mean"),
              ((name, "--size", "0x64"), "positive integers"),

@@ -287,7 +287,8 @@ def convert(name: str, checkpoint: str, out_dir: str, model_kwargs: Optional[Dic
             written.append(os.path.join(out_dir, fname))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"model": name, "checkpoint": checkpoint, "files": written, "params": sum(p.numel() for p in model.parameters()),
+    return {"model": name, "checkpoint": checkpoint, "files": written,
+            "params": sum(p.numel() for p in model.parameters()),
             "input": list(x.shape), "max_abs_logit_diff": max(diffs),
             "load_with": f"timm.create_model({base!r}, pretrained=True, pretrained_cfg_overlay=dict(file="
                          f"{os.path.join(out_dir, 'model.safetensors')!r}, num_classes={model.num_classes})"
