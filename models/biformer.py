@@ -60,6 +60,7 @@ from visionzoo.layers.routing import region_pair
 from ._checkpoint import WRAPPER_KEYS, PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "BiFormer", "checkpoint_filter_fn", "n_win_for_size"]
 
@@ -231,7 +232,7 @@ class BiFormerDenseHook(DenseHook):
         super().__init__(norm_eps=1e-6, official_norm_key="extra_norms.{i}")
 
 
-class BiFormer(PretrainedFileMixin, nn.Module):
+class BiFormer(PyramidMixin, PretrainedFileMixin, nn.Module):
     """BiFormer backbone + classifier (see the module docstring).
 
     Args:
@@ -350,21 +351,6 @@ class BiFormer(PretrainedFileMixin, nn.Module):
         return dict(stem=r"^stem", blocks=[(r"^stages\.(\d+)\.downsample", (0,)),
                                            (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                                            (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(
             self,

@@ -66,6 +66,7 @@ from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input,
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "DaViT", "checkpoint_filter_fn"]
 
@@ -318,7 +319,7 @@ def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-class DaViT(PretrainedFileMixin, nn.Module):
+class DaViT(PyramidMixin, PretrainedFileMixin, nn.Module):
     """DaViT backbone + classifier (see the module docstring).
 
     Args:
@@ -412,21 +413,6 @@ class DaViT(PretrainedFileMixin, nn.Module):
         return dict(stem=r"^stem", blocks=[(r"^stages\.(\d+)\.downsample", (0,)),
                                            (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                                            (r"^head", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(
             self,

@@ -51,6 +51,7 @@ from visionzoo.layers.neighborhood import check_dilation_mode, check_kernel_and_
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "DiNAT", "DiNATs", "checkpoint_filter_fn", "official_key", "resize_rpb"]
 
@@ -207,7 +208,7 @@ def _per_block_dilations(depths: Sequence[int], dilations) -> List[Tuple[int, ..
 
 # ----------------------------------------------------------------------------------------------------- model
 
-class _HierarchicalNA(PretrainedFileMixin, nn.Module):
+class _HierarchicalNA(PyramidMixin, PretrainedFileMixin, nn.Module):
     """Shared body of ``DiNAT`` and ``DiNATs``: stem, four stages, final per-token LayerNorm, pooled Linear head.
 
     Args:
@@ -300,21 +301,6 @@ class _HierarchicalNA(PretrainedFileMixin, nn.Module):
                                                    (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                                                    (r"^norm", (99999,))]
         return dict(stem=r"^stem", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

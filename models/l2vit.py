@@ -60,6 +60,7 @@ from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input,
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "L2ViT", "checkpoint_filter_fn"]
 
@@ -274,7 +275,7 @@ def _per_stage(value: Union[float, int, Sequence], n: int, name: str) -> Tuple:
     return values
 
 
-class L2ViT(PretrainedFileMixin, nn.Module):
+class L2ViT(PyramidMixin, PretrainedFileMixin, nn.Module):
     """L²ViT backbone + classifier (see the module docstring).
 
     Args:
@@ -373,21 +374,6 @@ class L2ViT(PretrainedFileMixin, nn.Module):
             blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                       (r"^norm", (99999,))]
         return dict(stem=r"^stem", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(
             self,

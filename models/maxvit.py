@@ -45,6 +45,7 @@ from visionzoo.layers import (
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._family import Family
+from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "MaxViT", "checkpoint_filter_fn"]
 
@@ -196,7 +197,7 @@ def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-class MaxViT(PretrainedFileMixin, nn.Module):
+class MaxViT(PyramidMixin, PretrainedFileMixin, nn.Module):
     """MaxViT backbone + classifier (see the module docstring).
 
     Args:
@@ -270,21 +271,6 @@ class MaxViT(PretrainedFileMixin, nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         blocks = r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.blocks\.(\d+)"
         return dict(stem=r"^stem", blocks=[(blocks, None), (r"^head", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(
             self,

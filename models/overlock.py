@@ -68,6 +68,7 @@ from visionzoo.layers import ClassifierHead, SqueezeExcite, check_image_input, f
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "OverLoCK", "checkpoint_filter_fn", "OverLoCKDenseHook"]
 
@@ -571,7 +572,7 @@ class AuxHead(nn.Module):
 
 # ------------------------------------------------------------------------------------------------ the model
 
-class OverLoCK(PretrainedFileMixin, nn.Module):
+class OverLoCK(PyramidMixin, PretrainedFileMixin, nn.Module):
     """OverLoCK backbone + classifier (see the module docstring).
 
     Args:
@@ -700,20 +701,8 @@ class OverLoCK(PretrainedFileMixin, nn.Module):
         ]
         return dict(stem=r"^stem", blocks=blocks)
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
+        super().reset_classifier(num_classes, global_pool)
         if self.aux_head is not None:
             self.aux_head.reset(num_classes)
 

@@ -62,6 +62,7 @@ from visionzoo.layers import ClassifierHead, ConvPosEnc, check_image_input, fold
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "RAVLT", "checkpoint_filter_fn", "rope_tables", "apply_rope"]
 
@@ -283,7 +284,7 @@ def _per_stage(value: Union[Any, Sequence], n: int, name: str) -> Tuple:
     return values
 
 
-class RAVLT(PretrainedFileMixin, nn.Module):
+class RAVLT(PyramidMixin, PretrainedFileMixin, nn.Module):
     """RAVLT backbone + classifier (see the module docstring).
 
     Args:
@@ -378,21 +379,6 @@ class RAVLT(PretrainedFileMixin, nn.Module):
             blocks = [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                       (r"^head_(?:proj|norm)", (99999,))]
         return dict(stem=r"^stem", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def _head_features(self, x: torch.Tensor) -> torch.Tensor:
         """1x1 conv -> BatchNorm -> Swish on a (B, H, W, C) map (eval: the BatchNorm folded into the conv)."""

@@ -30,7 +30,6 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
 from visionzoo.kernels import neighborhood_attention
