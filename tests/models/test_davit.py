@@ -21,7 +21,6 @@ import pytest
 import timm
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from visionzoo.models.davit import DaViT, checkpoint_filter_fn
 

@@ -24,7 +24,6 @@ and stand-ins for the mmdet 2 / mmseg 0.x registries and loggers the det/seg fil
 """
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 from pathlib import Path
