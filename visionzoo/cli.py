@@ -88,7 +88,7 @@ def model_summary(name: str, flops: bool = True, **kwargs) -> Dict[str, Any]:
     """One row of ``visionzoo list``: parameters (meta device), GFLOPs at the default input size (attention by each
     op's formula, ``visionzoo.flops``), pretrained tags, the minimum input size the family documents (absent when it
     declares none), and the kernels its family runs on."""
-    from visionzoo.flops import count_flops
+    from visionzoo.flops import count_model_flops
 
     model = _meta_model(name, **kwargs)
     cfg = timm.get_pretrained_cfg(name).to_dict()
@@ -99,15 +99,7 @@ def model_summary(name: str, flops: bool = True, **kwargs) -> Dict[str, Any]:
         "input_size": list(cfg["input_size"]),
     }
     if flops:
-        from visionzoo.kernels import use_backend
-
-        with use_backend("torch"):  # every op is booked by its formula whatever the backend
-            try:  # shapes only: no memory, no time
-                total, counts = count_flops(model, cfg["input_size"])
-            except (RuntimeError, NotImplementedError):  # a model that needs values (e.g. CPU autocast): real tensors
-                cpu_model = timm.create_model(name, **kwargs).eval()
-                total, counts = count_flops(cpu_model, cfg["input_size"], device="cpu")
-                del cpu_model
+        total, counts = count_model_flops(name, cfg["input_size"], **kwargs)
         row["gflops"] = round(total / 1e9, 3)
         row["attention_gflops"] = {op: round(f / 1e9, 3) for op, f in sorted(counts.formula.items())}
     row["pretrained_tags"] = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{name}.*")]

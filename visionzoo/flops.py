@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from visionzoo import kernels
 
-__all__ = ["OpCounts", "attributed_ops", "count_flops", "op_flops"]
+__all__ = ["OpCounts", "attributed_ops", "count_flops", "count_model_flops", "op_flops"]
 
 
 def _op_functions() -> Dict[str, Tuple[Callable, Callable]]:
@@ -166,3 +166,19 @@ def count_flops(model: torch.nn.Module, input_size: Sequence[int], batch: int = 
             counts = OpCounts()
             model(x)
     return counter.get_total_flops(), counts
+
+
+def count_model_flops(name: str, input_size: Sequence[int], **kwargs) -> Tuple[int, OpCounts]:
+    """:func:`count_flops` of the registered model ``name`` (built with ``kwargs``) on one ``input_size`` image, every
+    op booked by its formula whatever ``VISIONZOO_KERNEL_BACKEND`` says (the reference paths need values). Shapes only
+    (the meta device) where the model allows; a model that needs values (CPU autocast, dtype checks) runs on CPU."""
+    import timm
+
+    with kernels.use_backend("torch"):
+        try:
+            with torch.device("meta"):
+                model = timm.create_model(name, **kwargs).eval()
+            return count_flops(model, input_size)
+        except (RuntimeError, NotImplementedError):
+            model = timm.create_model(name, **kwargs).eval()
+            return count_flops(model, input_size, device="cpu")
