@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import timm
 import torch
@@ -53,6 +53,7 @@ PLOT = HERE / "scaling.png"
 TABLE_BEGIN, TABLE_END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 BATCH = {224: 8, 512: 2}  # the family issues' rows; other sizes: 1
 SCALING_SIZES = (224, 320, 448, 512, 640, 768, 1024)
+SPARSIFINER_KEEP = 0.25  # the official default configuration's attention keep rate
 KEY = ("kind", "family", "size", "batch", "mode", "dtype", "exec")
 
 Model = torch.nn.Module
@@ -71,6 +72,12 @@ class MainAndAux(Model):
             return self.train_outputs(self.model, x)
         out = self.model(x)
         return out["main"] if isinstance(out, dict) else out
+
+
+def _forget_models_package() -> None:
+    """Several official repositories import their own top-level ``models`` package: forget the last one's."""
+    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+        del sys.modules[name]
 
 
 def _maxvit(size, paths) -> Built:
@@ -96,6 +103,7 @@ def _biformer(size, paths) -> Built:
     auto_pad = size % 112 != 0  # the official code needs padding at sizes that are not multiples of 112
     if path is None:
         return timm.create_model("vz_biformer_small", auto_pad=auto_pad), None, "no --official biformer=PATH"
+    _forget_models_package()
     ours, anchor = bench_biformer.build_pair(bench_biformer.official_module(path), auto_pad)
     return ours, anchor, ""
 
@@ -109,7 +117,7 @@ def _user_alternative(ours_name: str, anchor_name: str):
 def _linear(script: str, family: str):
     def build(size, paths) -> Built:
         module = __import__(script)
-        ours, anchor = module.build_pair(paths.get(family), [p for p in paths.get("extra", "").split(":") if p])
+        ours, anchor = module.build_pair(paths.get(family), [])
         return ours, anchor, "" if anchor is not None else f"no --official {family}=PATH"
     return build
 
@@ -120,8 +128,7 @@ def _overlock(size, paths) -> Built:
     ours_train = lambda m, x: tuple(m.forward_train(x)[k] for k in ("logits", "aux_logits"))  # noqa: E731
     if path is None:
         return MainAndAux(timm.create_model("vz_overlock_t"), ours_train), None, "no --official overlock=PATH"
-    extra = [p for p in paths.get("extra", "").split(":") if p]
-    ours, anchor = bench_overlock.build_pair(bench_overlock.load_official(path, extra))
+    ours, anchor = bench_overlock.build_pair(bench_overlock.load_official(path, []))
     official_train = lambda m, x: tuple(m(x)[k] for k in ("main", "aux"))  # noqa: E731
     return MainAndAux(ours, ours_train), MainAndAux(anchor, official_train), ""
 
@@ -129,11 +136,12 @@ def _overlock(size, paths) -> Built:
 def _sparsifiner(size, paths) -> Built:
     import bench_sparsifiner
     torch.manual_seed(0)
-    ours = timm.create_model("vz_sparsifiner_deit_small", img_size=size)
+    ours = timm.create_model("vz_sparsifiner_deit_small", img_size=size, attn_keep_rate=SPARSIFINER_KEEP)
     path = paths.get("sparsifiner")
     if path is None:
         return ours, None, "no --official sparsifiner=PATH (a checkout's src folder)"
-    official = bench_sparsifiner.official_model(path, size, ours.attn_keep_rate)
+    _forget_models_package()
+    official = bench_sparsifiner.official_model(path, size, SPARSIFINER_KEEP)
     official.load_state_dict(ours.state_dict())
     return ours, bench_sparsifiner.Logits(official), ""
 
@@ -216,8 +224,8 @@ def _gflops(name: str, size: int, kwargs=None) -> float:
 
 
 def run_pairs(families, sizes, modes, dtypes, repeats: int, paths, memory: bool, compiled: bool,
-              batch_override: Optional[int] = None) -> List[Dict]:
-    rows = []
+              batch_override: Optional[int] = None) -> Iterator[Dict]:
+    """Yields one row per (family, size, mode, dtype), as soon as it is measured."""
     peaks = {dtype: matmul_peak_gflops(dtype) for dtype in dtypes}
     for family in families:
         pair = PAIRS[family]
@@ -256,14 +264,11 @@ def run_pairs(families, sizes, modes, dtypes, repeats: int, paths, memory: bool,
                     else:
                         row["anchor_missing"] = missing
                     row.update(_context())
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-    return rows
+                    yield row
 
 
-def run_scaling(families, sizes, repeats: int) -> List[Dict]:
-    """Our models' eval time per megapixel (batch 1, fp32, eager) from 224^2 to 1024^2."""
-    rows = []
+def run_scaling(families, sizes, repeats: int) -> Iterator[Dict]:
+    """Our models' eval time per megapixel (batch 1, fp32, eager) from 224^2 to 1024^2, one row per size."""
     for family in families:
         name = PAIRS[family].ours
         model = timm.create_model(name, **({"img_size": 224} if family == "sparsifiner" else {})).eval()
@@ -277,9 +282,7 @@ def run_scaling(families, sizes, repeats: int) -> List[Dict]:
                    "dtype": "fp32", "exec": "eager", "cpu_ms": round(cpu[0] * 1e3, 2),
                    "ms_per_mpix": round(cpu[0] * 1e3 / (size * size / 1e6), 1)}
             row.update(_context())
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    return rows
+            yield row
 
 
 def load_results(path: Path) -> List[Dict]:
@@ -362,6 +365,7 @@ def _paths(items: List[str]) -> Dict[str, str]:
             raise SystemExit(f"--official takes FAMILY=PATH with FAMILY among {sorted(PAIRS)} (or extra=DIR:DIR for "
                              f"site-packages the official code needs), got {item!r}")
         paths[family] = path
+    sys.path.extend(p for p in paths.pop("extra", "").split(":") if p)  # what the official code imports
     return paths
 
 
@@ -390,10 +394,14 @@ def main(argv=None) -> None:
             sizes, modes = [224], ["eval"]
         rows = run_pairs(args.families, sizes, modes, args.dtypes, args.repeats, _paths(args.official),
                          not args.no_memory, args.compile, args.batch)
-        save_results(args.results, rows)
     elif args.command == "scaling":
-        save_results(args.results, run_scaling(args.families, args.sizes or SCALING_SIZES, args.repeats))
-    elif args.command == "table":
+        rows = run_scaling(args.families, args.sizes or SCALING_SIZES, args.repeats)
+    if args.command in ("run", "scaling"):
+        for row in rows:  # stored one by one: an interrupted run keeps what it measured
+            print(json.dumps(row), flush=True)
+            save_results(args.results, [row])
+        return
+    if args.command == "table":
         write_table(args.results, args.readme)
     else:
         write_plot(args.results, args.plot)
