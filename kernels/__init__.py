@@ -3,7 +3,7 @@ a fast PyTorch path and Triton kernels. See ``kernels/README.md`` and ``_backend
 
 ``OPS`` maps each op's name (as families declare it in ``FAMILY.kernels``) to its FLOPs formula.
 """
-from ._backend import BACKENDS, choose_backend, use_backend
+from ._backend import BACKENDS, autocast_disabled, autocast_dtype, choose_backend, use_backend
 from .channel_attention import channel_attention, channel_attention_flops
 from .linear_attention import (l2vit_features, linear_attention, linear_attention_flops, rala_features,
                                rala_key_weights)
@@ -13,7 +13,7 @@ from .routing_attention import region_routing, routing_attention, routing_attent
 from .sparse_attention import sparse_attention, sparse_attention_flops
 from .window_attention import window_attention, window_attention_flops
 
-__all__ = ["BACKENDS", "OPS", "channel_attention", "channel_attention_flops", "choose_backend", "l2vit_features",
+__all__ = ["BACKENDS", "OPS", "autocast_disabled", "autocast_dtype", "channel_attention", "channel_attention_flops", "choose_backend", "l2vit_features",
            "linear_attention", "linear_attention_flops", "na2d_av", "neighborhood_aggregation",
            "neighborhood_aggregation_flops", "neighborhood_attention",
            "neighborhood_attention_flops", "rala_features", "rala_key_weights", "region_routing",

@@ -116,3 +116,19 @@ def choose_backend(op: str, *tensors: torch.Tensor, triton_supported: Optional[s
             return "triton"
         _warn_once(f"{op}: falling back to the torch path ({triton_supported})")
     return "torch"
+
+
+def autocast_disabled(device_type: str):
+    """``torch.autocast(device_type, enabled=False)``, or nothing on a device that autocast does not know (``meta``:
+    the shape-only runs of ``visionzoo.flops``, where ``torch.autocast`` would raise)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype of an enclosing autocast region on ``device_type``; None when none is active (or the device has no
+    autocast, as ``meta``)."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None

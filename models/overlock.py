@@ -61,7 +61,7 @@ from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from visionzoo.kernels import na2d_av
+from visionzoo.kernels import autocast_dtype, na2d_av
 from visionzoo.kernels._neighborhood import rpb_index
 from visionzoo.layers import ClassifierHead, SqueezeExcite, check_image_input, fold_bn
 
@@ -429,8 +429,9 @@ class ContMixBlock(nn.Module):
         attn2 = torch.softmax(logits[..., S * S:] + bias2, dim=-1).view(B, g, h, w, K * K)
         # value channels (half, group, c): the first half is aggregated over 5x5, the second over KxK
         value = x.reshape(B, 2, g, C // 2 // g, h, w).permute(1, 0, 2, 4, 5, 3)  # (2, B, g, h, w, c) view
-        if torch.is_autocast_enabled(x.device.type):  # an aggregation is a matmul: autocast's dtype, as matmul's
-            value = value.to(torch.get_autocast_dtype(x.device.type))
+        amp_dtype = autocast_dtype(x.device.type)
+        if amp_dtype is not None:  # an aggregation is a matmul: autocast's dtype, as matmul's
+            value = value.to(amp_dtype)
         out = torch.stack([na2d_av(attn1, value[0], S), na2d_av(attn2, value[1], K)], dim=1)  # (B, 2, g, h, w, c)
         out = out.permute(0, 1, 2, 5, 3, 4).reshape(B, C, h, w)
         if (h, w) != (H, W):

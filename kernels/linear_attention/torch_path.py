@@ -26,6 +26,8 @@ from typing import Optional, Union
 
 import torch
 
+from .._backend import autocast_disabled
+
 
 def _raw_den(qd, z, den_scale: float, eps: float):
     """den_scale * (q_den . z) + eps, (B, heads, N, 1); a matmul, so FLOP counters see the dot products."""
@@ -38,7 +40,7 @@ def _raw_den(qd, z, den_scale: float, eps: float):
 class _LinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, q_den, k_den, scale_t, scale_f, den_scale, eps, denom_min):
-        with torch.autocast(q.device.type, enabled=False):  # the inputs' dtypes decide, not an enclosing autocast
+        with autocast_disabled(q.device.type):  # the inputs' dtypes decide, not an enclosing autocast
             return _LinearAttention._forward(ctx, q, k, v, q_den, k_den, scale_t, scale_f, den_scale, eps, denom_min)
 
     @staticmethod
@@ -60,7 +62,7 @@ class _LinearAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_out):
-        with torch.autocast(d_out.device.type, enabled=False):
+        with autocast_disabled(d_out.device.type):
             return _LinearAttention._backward(ctx, d_out)
 
     @staticmethod

@@ -36,6 +36,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .._backend import autocast_disabled
 from .._index import transpose_positions
 
 # Budget for one chunk's per-entry arrays (values, column ids, transposition) and dense-row scores.
@@ -192,7 +193,7 @@ def _without_autocast(fn):
     bf16/fp16, which the CPU sparse CSR kernels do not implement (and which would lose the fp32 accumulation)."""
     @functools.wraps(fn)
     def wrapper(*args):
-        with torch.autocast(args[0].device.type, enabled=False):
+        with autocast_disabled(args[0].device.type):
             return fn(*args)
     return wrapper
 
