@@ -276,7 +276,6 @@ def run_scaling(families, sizes, repeats: int) -> Iterator[Dict]:
             if family == "sparsifiner":  # its token down-projection is built for one grid: rebuild per size
                 model = timm.create_model(name, img_size=size).eval()
             step = make_step(model, torch.randn(1, 3, size, size), "eval", "fp32", 0.0)
-            step()
             wall, cpu = timed_medians([step], repeats)
             row = {"kind": "scaling", "family": family, "ours": name, "size": size, "batch": 1, "mode": "eval",
                    "dtype": "fp32", "exec": "eager", "cpu_ms": round(cpu[0] * 1e3, 2),
