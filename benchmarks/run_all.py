@@ -208,8 +208,9 @@ def matmul_peak_gflops(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 def _commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=HERE).stdout.strip()
+    results = f":!{RESULTS.relative_to(HERE.parent)}"  # the results file aside: the runs write it
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", results],
+                           capture_output=True, text=True, cwd=HERE.parent).stdout.strip()
     return (out.stdout.strip() or "?") + ("+dirty" if dirty else "")
 
 
@@ -345,7 +346,8 @@ def write_plot(results: Path, out: Path) -> None:
         ax.plot([r["size"] for r in mine], [r["ms_per_mpix"] for r in mine], marker="o",
                 label=f"{mine[0]['ours']}")
     ax.set_xlabel("input side (square, px)")
-    ax.set_ylabel("CPU ms per megapixel (eval, batch 1, fp32)")
+    ax.set_ylabel("CPU ms per megapixel (eval, batch 1, fp32; log scale)")
+    ax.set_yscale("log")
     ax.set_xticks(sorted({r["size"] for r in rows}))
     first = rows[0]
     ax.set_title(f"time per pixel vs resolution ({first['machine'].split(',')[0]}, {first['threads']} thread(s), "
