@@ -20,8 +20,8 @@ a new run replaces the rows it measures and keeps the others, so runs can be spr
 carries its date, machine, thread count, load average and commit. Timing: medians over interleaved repeats (the
 order flips every repeat) of wall and process CPU time; on a machine shared with other jobs run ``--threads 1`` and
 read the CPU-time ratio. Each row also gives the share of this CPU's fp32 (or bf16) matmul peak that the model
-reaches, the peak measured by the runner itself (a 2048^2 GEMM, GFLOP per CPU-second), with FLOPs from ``visionzoo.flops`` (attention
-by each op's formula; a train step counted as 3x the forward).
+reaches, the peak measured by the runner itself (a 2048^2 GEMM, GFLOP per CPU-second), with FLOPs from
+``visionzoo.flops`` (attention by each op's formula; a train step counted as 3x the forward).
 """
 from __future__ import annotations
 

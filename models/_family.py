@@ -7,7 +7,9 @@ fill one in when a family is added.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ._official import OfficialCode
 
 FEATURE_KINDS = ("pyramid", "vit")
 PENDING_PARTS = ("recipes", "mmdet", "mmseg")
@@ -42,6 +44,9 @@ class Family:
         tasks: the det/seg tasks the family has (by design; ``pending`` says which have not landed yet). A family
             leaves one out when it cannot have it, e.g. a plain ViT has no detection while mmdet ships no ViTDet
             simple pyramid: the config tests then require no configs (and no smoke config) for it.
+        official: how to build the official implementation from a checkout of its repository
+            (``models/_official.OfficialCode``), for ``visionzoo bench --anchor official=PATH`` and the benchmarks;
+            None where timm has the port (MaxViT, DaViT) or the official code cannot run on current torch (NATTEN).
         pending: parts of the family that have not landed yet (``"recipes"``, ``"mmdet"``, ``"mmseg"``); their tests
             are skipped with a message naming the family. The family's issue stays open while this is not empty.
     """
@@ -59,6 +64,7 @@ class Family:
     det_seg_no_decay: Tuple[str, ...] = ("norm",)
     smoke_configs: Tuple[str, ...] = ()
     tasks: Tuple[str, ...] = DENSE_TASKS
+    official: Optional[OfficialCode] = None
     pending: Tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:

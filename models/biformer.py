@@ -60,6 +60,7 @@ from visionzoo.layers.routing import region_pair
 from ._checkpoint import WRAPPER_KEYS, PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._official import OfficialCode, import_from_checkout, stub_missing
 from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "BiFormer", "checkpoint_filter_fn", "n_win_for_size"]
@@ -67,6 +68,15 @@ __all__ = ["FAMILY", "BiFormer", "checkpoint_filter_fn", "n_win_for_size"]
 MIN_INPUT_SIZE = 32  # one position at stride 32
 FULL_ATTENTION = -2  # the official topk value of the last stage: full attention with LePE (AttentionLePE)
 LAYOUTS = ("biformer", "stl")
+
+
+def _official_biformer(checkout: str, name: str, img_size: int) -> nn.Module:
+    """The official ``models/biformer.py`` (legacy BRA; a module of the checkout's ``models`` package), the
+    constructor named as the variant; padded to whole regions where the size is not a multiple of 112."""
+    stub_missing("fairscale.nn.checkpoint", checkpoint_wrapper=lambda module, *args, **kwargs: module)  # unused here
+    module = import_from_checkout(checkout, "models/biformer.py", "rayleizhu/BiFormer", package="models")
+    return getattr(module, name[len("vz_"):])(auto_pad=img_size % 112 != 0)
+
 
 FAMILY = Family(
     name="biformer",
@@ -76,6 +86,8 @@ FAMILY = Family(
     no_weight_decay_may_be_empty=True,  # the official no_weight_decay names no parameter (1-D ones are exempt anyway)
     smoke_configs=("mmdet/biformer/mask-rcnn_biformer-small_fpn_1x_coco.py",
                    "mmseg/biformer/upernet_biformer-small_160k_ade20k-512x512.py"),
+    official=OfficialCode("rayleizhu/BiFormer", ("vz_biformer_tiny", "vz_biformer_small", "vz_biformer_base"),
+                          _official_biformer, zoo_kwargs=lambda img_size: dict(auto_pad=img_size % 112 != 0)),
 )
 
 

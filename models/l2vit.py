@@ -60,6 +60,7 @@ from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input,
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._official import OfficialCode, import_from_checkout
 from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "L2ViT", "checkpoint_filter_fn"]
@@ -68,6 +69,17 @@ logger = logging.getLogger("visionzoo")
 
 MIN_INPUT_SIZE = 32  # one token at stride 32
 LINEAR_DENOM_MIN = 100.0  # L²ViT's clamp of the linear attention's denominator
+
+
+_OFFICIAL_NAMES = {"vz_l2vit_tiny": "L2ViT_Tiny", "vz_l2vit_small": "L2ViT_Small", "vz_l2vit_base": "L2ViT_Base",
+                   "vz_l2vit_base_384": "L2ViT_Base_384"}
+
+
+def _official_l2vit(checkout: str, name: str, img_size: int) -> nn.Module:
+    """The official ``classification/models/l2vit.py`` constructor of the variant."""
+    module = import_from_checkout(checkout, "classification/models/l2vit.py", "ChuanyangZheng/L2ViT")
+    return getattr(module, _OFFICIAL_NAMES[name])()
+
 
 FAMILY = Family(
     name="l2vit",
@@ -81,6 +93,7 @@ FAMILY = Family(
     det_seg_no_decay=(),  # the official det/seg recipes decay every parameter (no paramwise rule)
     smoke_configs=("mmdet/l2vit/mask-rcnn_l2vit-tiny_fpn_ms-crop-1x_coco.py",
                    "mmseg/l2vit/upernet_l2vit-tiny_160k_ade20k-512x512.py"),
+    official=OfficialCode("ChuanyangZheng/L2ViT", tuple(_OFFICIAL_NAMES), _official_l2vit),
 )
 
 

@@ -68,6 +68,7 @@ from visionzoo.layers import ClassifierHead, SqueezeExcite, check_image_input, f
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._official import OfficialCode, import_from_checkout, stub_missing
 from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "OverLoCK", "checkpoint_filter_fn", "OverLoCKDenseHook"]
@@ -77,6 +78,29 @@ logger = logging.getLogger("visionzoo")
 MIN_INPUT_SIZE = 32  # one pixel at stride 32 (smaller maps inside ContMix are upsampled, as officially)
 KEY_POOL = 7  # ContMix's key is pooled to 7x7 = 49 region tokens whatever the input size (the weights expect 49)
 SMALL_KERNEL = 5
+
+
+def unfold_na2d_av(attn: torch.Tensor, value: torch.Tensor, kernel_size: int, dilation: int = 1) -> torch.Tensor:
+    """The official ``contmix.py``'s own maths for ``na2d_av`` without NATTEN (a valid unfold, its window grid
+    replicate-padded to the map, an einsum): (B, g, H, W, k*k) weights, (B, g, H, W, c) values -> (B, g, H, W, c).
+    What the official model runs here, where NATTEN 0.17 cannot be installed (its import is answered with this)."""
+    if dilation != 1:
+        raise ValueError("the unfold formulation has no dilation")
+    B, g, H, W, c = value.shape
+    k, p = kernel_size, kernel_size // 2
+    v = value.permute(0, 1, 4, 2, 3).reshape(B, g * c, H, W)
+    windows = F.unfold(v, kernel_size=k).view(B, g * c * k * k, H - 2 * p, W - 2 * p)
+    windows = F.pad(windows, (p, p, p, p), mode="replicate").view(B, g, c, k * k, H, W)
+    return torch.einsum("bghwt,bgcthw->bghwc", attn, windows)
+
+
+def _official_overlock(checkout: str, name: str, img_size: int) -> nn.Module:
+    """The official ``models/overlock.py`` constructor of the variant (plain convolutions, ``use_gemm=False``)."""
+    stub_missing("natten.functional", na2d_av=unfold_na2d_av)
+    stub_missing("mmengine.runner", load_checkpoint=None)  # the det/seg loader; unused here
+    module = import_from_checkout(checkout, "models/overlock.py", "LMMMEng/OverLoCK")
+    return getattr(module, name[len("vz_"):])(use_gemm=False)
+
 
 FAMILY = Family(
     name="overlock",
@@ -95,6 +119,8 @@ FAMILY = Family(
     det_seg_no_decay=("norm", "absolute_pos_embed", "relative_position_bias_table"),
     smoke_configs=("mmdet/overlock/mask-rcnn_overlock-t_fpn_1x_coco.py",
                    "mmseg/overlock/upernet_overlock-t_160k_ade20k-512x512.py"),
+    official=OfficialCode("LMMMEng/OverLoCK", ("vz_overlock_xt", "vz_overlock_t", "vz_overlock_s", "vz_overlock_b"),
+                          _official_overlock, logits_key="main"),
 )
 
 # UniRepLKNet's dilated reparam branches (kernel, dilation) for each large kernel size, in the official order

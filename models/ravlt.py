@@ -62,6 +62,7 @@ from visionzoo.layers import ClassifierHead, ConvPosEnc, check_image_input, fold
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
 from ._family import Family
+from ._official import OfficialCode, import_from_checkout
 from ._pyramid import PyramidMixin
 
 __all__ = ["FAMILY", "RAVLT", "checkpoint_filter_fn", "rope_tables", "apply_rope"]
@@ -69,6 +70,13 @@ __all__ = ["FAMILY", "RAVLT", "checkpoint_filter_fn", "rope_tables", "apply_rope
 MIN_INPUT_SIZE = 32  # one token at stride 32
 RALA_EPS = 1e-6
 ATTENTION_KINDS = ("linear", "softmax")
+
+
+def _official_ravlt(checkout: str, name: str, img_size: int) -> nn.Module:
+    """The official ``classfication/RALA.py`` (sic) constructor ``RAVLT_<T|S|B|L>``; it imports einops and fvcore."""
+    module = import_from_checkout(checkout, "classfication/RALA.py", "qhfan/RALA")
+    return getattr(module, f"RAVLT_{name[len('vz_ravlt_'):].upper()}")()
+
 
 FAMILY = Family(
     name="ravlt",
@@ -80,6 +88,7 @@ FAMILY = Family(
     no_weight_decay_may_be_empty=True,
     smoke_configs=("mmdet/ravlt/mask-rcnn_ravlt-t_fpn_1x_coco.py",
                    "mmseg/ravlt/fpn_ravlt-t_80k_ade20k-512x512.py"),
+    official=OfficialCode("qhfan/RALA", ("vz_ravlt_t", "vz_ravlt_s", "vz_ravlt_b", "vz_ravlt_l"), _official_ravlt),
 )
 
 

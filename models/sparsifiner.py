@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -75,12 +76,33 @@ from visionzoo.layers import check_image_input
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import ViTDenseHook
 from ._family import Family
+from ._official import OfficialCode, import_from_checkout
 
 __all__ = ["FAMILY", "Sparsifiner", "checkpoint_filter_fn"]
 
 logger = logging.getLogger("visionzoo")
 
 MIN_INPUT_SIZE = 32  # a 2 x 2 patch grid
+
+
+def _official_sparsifiner(checkout: str, name: str, img_size: int) -> nn.Module:
+    """The official ``src/models/sparsifiner.py`` Sparsifiner on DeiT-S with the repository's default config
+    (``experiments-results-analysis/experiments/sparsifiner_default_config.yaml``; yacs), built for ``img_size``
+    (its token down-projection has one size); the attention computed densely under the mask, as it is there."""
+    src = os.path.join(checkout, "src")
+    config = import_from_checkout(src, "config/default_config.py", "lim142857/Sparsifiner", package="config")
+    module = import_from_checkout(src, "models/sparsifiner.py", "lim142857/Sparsifiner", package="models")
+    cfg = config.get_cfg_defaults()
+    cfg.merge_from_file(os.path.join(checkout, "experiments-results-analysis", "experiments",
+                                     "sparsifiner_default_config.yaml"))
+    cfg.freeze()
+    keep = cfg.SPAR.ATTN_KEEP_RATE
+    return module.Sparsifiner(img_size=img_size, patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4,
+                              qkv_bias=True, distill=True, attn_keep_rate_list=[keep] * 12,
+                              token_keep_rate_list=[1.0] * 12, token_pruning_loc_indicator=[False] * 12,
+                              reduce_n_factor=cfg.SPAR.REDUCE_N_FACTOR, reduce_c_factor=cfg.SPAR.REDUCE_C_FACTOR,
+                              share_inout_proj=False, cfg=cfg)
+
 
 FAMILY = Family(
     name="sparsifiner",
@@ -98,6 +120,8 @@ FAMILY = Family(
     smoke_configs=("mmseg/sparsifiner/upernet_sparsifiner-deit-small_160k_ade20k-512x512.py",),
     # a plain ViT: segmentation through mmseg's MultiLevelNeck; no detection (mmdet 3.3 has no ViTDet simple pyramid)
     tasks=("mmseg",),
+    official=OfficialCode("lim142857/Sparsifiner", ("vz_sparsifiner_deit_small",), _official_sparsifiner,
+                          logits_key="x", zoo_kwargs=lambda img_size: dict(img_size=img_size)),
 )
 
 

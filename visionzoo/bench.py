@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import timm
 import torch
@@ -26,6 +26,7 @@ class BenchSpec:
     name: str
     role: str = "model"  # "model" or "anchor"
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    model: Optional[torch.nn.Module] = None  # already built (an official anchor and its zoo twin); else by name
 
 
 def machine_line(device: str) -> str:
@@ -106,12 +107,13 @@ def bench(specs: Sequence[BenchSpec], batch: int, size: Sequence[int], mode: str
     steps, rows = [], []
     for spec in specs:
         try:
-            model = timm.create_model(spec.name, **spec.kwargs).to(device)
+            model = (spec.model if spec.model is not None else timm.create_model(spec.name, **spec.kwargs)).to(device)
         except (ValueError, TypeError) as e:
             raise type(e)(f"{spec.name}: {e}") from e
         model.train(mode == "train")
-        x = torch.randn(batch, model.pretrained_cfg.get("input_size", (3,))[0] if "in_chans" not in spec.kwargs
-                        else spec.kwargs["in_chans"], *size, generator=torch.Generator().manual_seed(0)).to(device)
+        cfg = getattr(model, "pretrained_cfg", None) or {}  # an official anchor may have none
+        in_chans = spec.kwargs.get("in_chans", cfg.get("input_size", (3,))[0])
+        x = torch.randn(batch, in_chans, *size, generator=torch.Generator().manual_seed(0)).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)

@@ -338,6 +338,32 @@ def _check_size(name: str, size: List[int], kwargs: Dict[str, Any]) -> None:
         raise CliError(f"{name} takes only {cfg['input_size'][1]}x{cfg['input_size'][2]} inputs, got {h}x{w}")
 
 
+def _official_specs(models: List[str], checkout: str, size: List[int], kwargs: Dict[str, Any]) -> List[Any]:
+    """The first model and the official implementation of it, built from a checkout (``models/_official.py``),
+    holding the same weights."""
+    from visionzoo.bench import BenchSpec
+    from visionzoo.models._official import official_pair
+
+    name = models[0]
+    official = family_of(name).official
+    if official is None:
+        raise CliError(f"{name}: the {family_of(name).name} family has no runnable official code; pass a timm "
+                       f"model as --anchor instead")
+    if kwargs:
+        raise CliError("--model-kwargs cannot be combined with --anchor official=PATH (the official constructor "
+                       "fixes the architecture)")
+    if size[1] != size[2]:
+        raise CliError(f"--anchor official=PATH builds the official model for a square size, got {size[1]}x{size[2]}")
+    try:
+        ours, model = official_pair(name, checkout, size[1])
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
+    except ImportError as e:
+        raise CliError(f"the official code of {official.repo} imports {e.name!r}, which is not installed here: "
+                       f"install it (pip install {e.name}) and run again") from None
+    return [BenchSpec(name, "model", model=ours), BenchSpec(f"official {official.repo}", "anchor", model=model)]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import csv
 
@@ -353,6 +379,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _check_size(_check_model(name), size, kwargs)
         specs.append(BenchSpec(name, "model", kwargs))
     for name in args.anchor or []:
+        if name.startswith("official="):
+            # the first model's spec becomes its twin holding the official model's weights
+            specs = _official_specs(args.models, name[len("official="):], size, kwargs) + specs[1:]
+            continue
         _check_size(_check_anchor(name), size, {})
         specs.append(BenchSpec(name, "anchor"))
     try:
@@ -461,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile every model (compiled during warm-up)")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--anchor", action="append", help="a timm model run interleaved in the same process (repeatable)")
+    p.add_argument("--anchor", action="append",
+                   help="a timm model run interleaved in the same process (repeatable), or official=PATH: the "
+                        "official implementation of the first MODEL from a checkout of its repository, same weights")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per model before timing")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
