@@ -55,7 +55,8 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import l2vit_features, linear_attention, window_attention
-from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input, fold_bn, residual_mlp
+from visionzoo.layers import (ClassifierHead, ConvPosEnc, Mlp, check_image_input, depthwise_conv2d, fold_bn,
+                              residual_mlp)
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -134,7 +135,13 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _pad_hw(self.norm(x), 2)
-        return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        # the 2x2 stride-2 conv as patches (one copy) times a matrix: CPU convs of this shape are slow to
+        # differentiate (18 ms for the last one at 224, against ~2 ms for the two matmuls) and reorder their
+        # weight on every call
+        B, H, W, C = x.shape
+        x = x.view(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H // 2, W // 2, 4 * C)
+        weight = self.proj.weight.permute(0, 2, 3, 1).reshape(self.proj.out_channels, 4 * C)  # (kh, kw, C) order
+        return F.linear(x, weight, self.proj.bias)
 
 
 class WindowAttention(nn.Module):
@@ -199,8 +206,10 @@ class LocalConcentration(nn.Module):
         self.conv2 = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2)
-        return self.conv2(self.bn(self.act(self.conv1(x)))).permute(0, 2, 3, 1)
+        # depthwise_conv2d: the same convs with a ~10x faster CPU backward than nn.Conv2d's at 7x7
+        x = depthwise_conv2d(x.permute(0, 3, 1, 2), self.conv1.weight, self.conv1.bias)
+        x = self.bn(self.act(x))
+        return depthwise_conv2d(x, self.conv2.weight, self.conv2.bias).permute(0, 2, 3, 1)
 
 
 class LocalWindowBlock(nn.Module):
