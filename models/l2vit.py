@@ -106,12 +106,16 @@ class Stem(nn.Module):
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
         self.bn2 = nn.BatchNorm2d(dim)
         self.norm = nn.LayerNorm(dim)
+        for conv in (self.conv1, self.conv2):  # stored channels-last (loading keeps it): see _conv_bn
+            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
 
     def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+        # channels-last weights for the channels-last input (a contiguous one is reordered on every call)
         if self.training:
-            return bn(conv(x))
+            weight = conv.weight.contiguous(memory_format=torch.channels_last)
+            return bn(F.conv2d(x, weight, conv.bias, conv.stride, conv.padding))
         weight, bias = fold_bn(conv.weight, conv.bias, bn)  # eval: one pass instead of two
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding)
+        return F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias, conv.stride, conv.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_chans, MIN_INPUT_SIZE, self.conv1.weight.dtype, "L2ViT")

