@@ -55,7 +55,8 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import l2vit_features, linear_attention, window_attention
-from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input, fold_bn, residual_mlp
+from visionzoo.layers import (ClassifierHead, ConvPosEnc, Mlp, check_image_input, depthwise_conv2d, fold_bn,
+                              residual_mlp)
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -118,12 +119,16 @@ class Stem(nn.Module):
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
         self.bn2 = nn.BatchNorm2d(dim)
         self.norm = nn.LayerNorm(dim)
+        for conv in (self.conv1, self.conv2):  # stored channels-last (loading keeps it): see _conv_bn
+            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
 
     def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+        # channels-last weights for the channels-last input (a contiguous one is reordered on every call)
         if self.training:
-            return bn(conv(x))
+            weight = conv.weight.contiguous(memory_format=torch.channels_last)
+            return bn(F.conv2d(x, weight, conv.bias, conv.stride, conv.padding))
         weight, bias = fold_bn(conv.weight, conv.bias, bn)  # eval: one pass instead of two
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding)
+        return F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias, conv.stride, conv.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_chans, MIN_INPUT_SIZE, self.conv1.weight.dtype, "L2ViT")
@@ -147,7 +152,13 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _pad_hw(self.norm(x), 2)
-        return self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        # the 2x2 stride-2 conv as patches (one copy) times a matrix: CPU convs of this shape are slow to
+        # differentiate (18 ms for the last one at 224, against ~2 ms for the two matmuls) and reorder their
+        # weight on every call
+        B, H, W, C = x.shape
+        x = x.view(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H // 2, W // 2, 4 * C)
+        weight = self.proj.weight.permute(0, 2, 3, 1).reshape(self.proj.out_channels, 4 * C)  # (kh, kw, C) order
+        return F.linear(x, weight, self.proj.bias)
 
 
 class WindowAttention(nn.Module):
@@ -212,8 +223,10 @@ class LocalConcentration(nn.Module):
         self.conv2 = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2)
-        return self.conv2(self.bn(self.act(self.conv1(x)))).permute(0, 2, 3, 1)
+        # depthwise_conv2d: the same convs with a ~10x faster CPU backward than nn.Conv2d's at 7x7
+        x = depthwise_conv2d(x.permute(0, 3, 1, 2), self.conv1.weight, self.conv1.bias)
+        x = self.bn(self.act(x))
+        return depthwise_conv2d(x, self.conv2.weight, self.conv2.bias).permute(0, 2, 3, 1)
 
 
 class LocalWindowBlock(nn.Module):

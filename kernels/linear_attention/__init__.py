@@ -62,8 +62,33 @@ def l2vit_features(x: torch.Tensor) -> torch.Tensor:
 
 
 def rala_features(x: torch.Tensor) -> torch.Tensor:
-    """RALA's feature map: ELU + 1 (applied to q and k; strictly positive)."""
-    return F.elu(x) + 1.0
+    """RALA's feature map: ELU + 1 (applied to q and k; strictly positive).
+
+    Computed as ``exp(min(x, 0)) + max(x, 0)`` (the same function: 1 + x above 0, exp(x) below): torch's CPU ELU
+    goes through a scalar expm1 and costs ~8x more than the vectorised exp (1.8 vs 0.23 ms for 3136 x 64 fp32,
+    one thread). The passes reuse one buffer; the gradient is ``min(y, 1)`` (1 above 0, exp(x) = y below), from the
+    saved output alone (autograd through the clamps would cost three masked passes)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _RalaFeatures.apply(x)
+    return _elu_plus_one(x)
+
+
+def _elu_plus_one(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(max=0.0).exp_().add_(x.clamp(min=0.0))
+
+
+class _RalaFeatures(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = _elu_plus_one(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y.clamp(max=1.0)
 
 
 def rala_key_weights(q: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:

@@ -627,3 +627,13 @@ def test_bad_inputs(make_args, error, match):
 def test_flops_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r"q and v must be \(B, heads, N, d\)"):
         linear_attention_flops((2, 3, 4))
+
+
+def test_rala_features_is_elu_plus_one_with_its_gradient():
+    x = (torch.randn(4, 33, dtype=torch.float64) * 3).requires_grad_()
+    elu = torch.nn.functional.elu
+    torch.testing.assert_close(rala_features(x), elu(x) + 1.0, rtol=0, atol=1e-15)
+    (g,) = torch.autograd.grad(rala_features(x).sum(), x)
+    torch.testing.assert_close(g, torch.where(x > 0, 1.0, x.exp()).detach())
+    with torch.no_grad():  # the in-place path
+        torch.testing.assert_close(rala_features(x.float()), elu(x.float()) + 1.0)

@@ -304,3 +304,18 @@ def test_minimum_input_and_odd_sizes():
 def test_bad_configurations_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         timm.create_model("vz_ravlt_t", **kwargs)
+
+
+def test_eval_ffn_in_row_bands_equals_the_whole_map():
+    """Eval FFN on large maps runs in bands of rows with a one-row halo for its 3x3 conv: same outputs, every band
+    size (including bands of one row and a last band shorter than the others)."""
+    from visionzoo.models.ravlt import FeedForward
+    torch.manual_seed(0)
+    ffn = FeedForward(8, 28).eval()
+    for p in ffn.parameters():
+        p.data.normal_()
+    x = torch.randn(2, 13, 6, 8)
+    with torch.no_grad():
+        ref = ffn.fc2(ffn.dwconv(ffn.act(ffn.fc1(x))))
+        for rows in (1, 4, 12):
+            torch.testing.assert_close(ffn._forward_bands(x, rows), ref, rtol=1e-6, atol=1e-5)
