@@ -156,16 +156,24 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        pad_b, pad_r = -H % self.window[0], -W % self.window[1]
-        padded = self.pad == "zeros" and (pad_b or pad_r)
-        if padded:
+        if self.pad == "mask":  # the kernel pads and masks: it needs the whole map
+            q, k, v = self.qkv(x).view(B, H, W, 3, self.num_heads, self.head_dim).unbind(3)
+            x = window_attention(q, k, v, self.window, "block", scale=self.scale).reshape(B, H, W, C)
+            return self.proj(x)
+        wh, ww = self.window
+        pad_b, pad_r = -H % wh, -W % ww
+        if pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = x.shape[1:3]
-        q, k, v = self.qkv(x).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window, "block", scale=self.scale).reshape(B, Hp, Wp, C)
-        if padded:
-            x = x[:, :H, :W]
-        return self.proj(x)
+        nh, nw = (H + pad_b) // wh, (W + pad_r) // ww
+        # Windows first (as the official code): one copy of the C-wide map, after which the qkv output is already
+        # in window order and the kernel reads each window's q, k, v in place (one window per "image", nothing
+        # masked: SDPA on CPU, which saves no (N, N) probabilities for backward); proj runs in window order too,
+        # and one copy puts its output back. Partitioning q, k, v instead would copy 3C channels and keep them.
+        x = x.view(B, nh, wh, nw, ww, C).transpose(2, 3).reshape(B * nh * nw, wh, ww, C)
+        q, k, v = self.qkv(x).view(-1, wh, ww, 3, self.num_heads, self.head_dim).unbind(3)
+        x = self.proj(window_attention(q, k, v, self.window, "block", scale=self.scale).reshape(-1, wh, ww, C))
+        x = x.view(B, nh, nw, wh, ww, C).transpose(2, 3).reshape(B, nh * wh, nw * ww, C)
+        return x[:, :H, :W] if pad_b or pad_r else x
 
 
 class ChannelAttention(nn.Module):
@@ -178,7 +186,11 @@ class ChannelAttention(nn.Module):
     group's C_g x C_g attention, ``W_g`` the projection's columns of that group). The same arithmetic regrouped:
     the per-token product with ``A`` (N x C x C_g multiply-adds per image) disappears into the C x C x C_g product
     that forms ``M``, and ``z`` is read straight from the qkv projection (no transposing copies of it or of the
-    output). Other backends (Triton on GPU, the reference) run ``visionzoo.kernels.channel_attention``, then ``proj``.
+    output). Folding pays only while a map has more tokens than channels: forming ``M`` costs C x C x C_g multiply-adds
+    per image and saves the N x C x C_g of the per-token product, so maps with N <= C (DaViT-T stages 3-4 at 224:
+    196 tokens at width 384, 49 at 768) run the kernel, then ``proj`` as one GEMM over all tokens (at stage 4 the
+    folded form measured ~50 ms of a 3.4 s training step in small per-group matmuls, the kernel path a fraction).
+    Other backends (Triton on GPU, the reference) always run ``visionzoo.kernels.channel_attention``, then ``proj``.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, version: int = 1):
@@ -193,7 +205,7 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         q, k, v = self.qkv(x).view(B, H * W, 3 * C).split(C, dim=-1)
-        if choose_backend("channel_attention", q, k, v) == "torch":
+        if H * W > C and choose_backend("channel_attention", q, k, v) == "torch":  # fold only where it saves work
             return self._attend_and_project(q, k, v).view(B, H, W, C)
         x = channel_attention(q, k, v, self.groups, scale=self.scale, version=self.version)
         return self.proj(x.reshape(B, H, W, C))

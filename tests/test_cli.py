@@ -37,6 +37,8 @@ def chunked_routes(monkeypatch):
         if (name.startswith("visionzoo.kernels.") and name.endswith(".torch_path")
                 and hasattr(module, "DENSE_MAX_TOKENS")):
             monkeypatch.setattr(module, "DENSE_MAX_TOKENS", 0)
+    from visionzoo.kernels.window_attention import torch_path as window_torch_path
+    monkeypatch.setattr(window_torch_path, "UNMASKED_SDPA", False)  # SDPA's CPU kernel is invisible to the counter
 
 
 # Ops whose torch path computes exactly the work its formula counts (with dense shortcuts off, see chunked_routes):

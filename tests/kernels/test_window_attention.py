@@ -456,11 +456,14 @@ def test_bad_inputs(make_args, error, match):
 
 
 @pytest.mark.parametrize("size, window", [((14, 14), (7, 7)), ((9, 11), (4, 3))])
-def test_flops_formula_counts_the_torch_path(size, window):
-    """The formula equals what torch's FLOP counter sees in the torch path (its matmuls over padded windows)."""
+def test_flops_formula_counts_the_torch_path(size, window, monkeypatch):
+    """The formula equals what torch's FLOP counter sees in the torch path (its matmuls over padded windows; the
+    unmasked-SDPA route, which the counter does not see into, switched off)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from visionzoo.kernels import window_attention_flops
+    from visionzoo.kernels.window_attention import torch_path
+    monkeypatch.setattr(torch_path, "UNMASKED_SDPA", False)
 
     q, k, v = make_qkv(2, *size, 3, 8)
     with torch.no_grad(), use_backend("torch"), FlopCounterMode(display=False) as counter:
@@ -491,6 +494,19 @@ def test_large_window_route_matches_reference(monkeypatch, sdpa_route_calls, sha
     q, k, v = make_qkv(2, *shape, 2, 5, torch.float64, layout="fused")
     bias = None if bias_kind is None else make_bias(2, window, bias_kind == "grad", dtype=torch.float64)
     check_against_reference("torch", q, k, v, window, partition, bias, 1e-10)
+    assert len(sdpa_route_calls) == 1
+
+
+@pytest.mark.parametrize("partition", ["block", "grid"])
+def test_unmasked_windows_take_sdpa(sdpa_route_calls, partition):
+    """Whole windows with no bias have no mask: the CPU torch path runs SDPA (faster there, and it saves no (N, N)
+    probabilities for backward) and matches the reference, forward and gradients; a padded map keeps the explicit
+    masked product."""
+    q, k, v = make_qkv(2, 6, 8, 2, 5, torch.float64, layout="fused")
+    check_against_reference("torch", q, k, v, (3, 4), partition, None, 1e-10)
+    assert len(sdpa_route_calls) == 1
+    q, k, v = make_qkv(2, 7, 8, 2, 5, torch.float64, layout="fused")
+    check_against_reference("torch", q, k, v, (3, 4), partition, None, 1e-10)
     assert len(sdpa_route_calls) == 1
 
 

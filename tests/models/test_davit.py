@@ -352,19 +352,25 @@ def test_fixture_is_small():
 # ---- the CPU fast paths against the plain formulation --------------------------------------------------------
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_folded_projection_equals_kernel_then_projection(version):
-    """``proj(channel_attention(q, k, v))`` (the kernel's reference backend) and the torch backend's folded form,
-    forward and every gradient, in float64 (odd token count, several groups)."""
+@pytest.mark.parametrize("hw, folded", [((5, 7), True), ((2, 3), False)])
+def test_folded_projection_equals_kernel_then_projection(version, hw, folded, monkeypatch):
+    """``proj(channel_attention(q, k, v))`` (the kernel's reference backend) and the torch backend's form, forward
+    and every gradient, in float64 (odd token count, several groups). The torch backend folds the projection only
+    where the map has more tokens than channels (35 > 24 here; 6 < 24 runs the kernel, then proj)."""
     from visionzoo.kernels import use_backend
     from visionzoo.models.davit import ChannelAttention
 
     torch.manual_seed(0)
     attn = ChannelAttention(24, 3, version=version).double()
-    x = torch.randn(2, 5, 7, 24, dtype=torch.float64, requires_grad=True)
+    calls = []
+    real = ChannelAttention._attend_and_project
+    monkeypatch.setattr(ChannelAttention, "_attend_and_project", lambda self, *a: calls.append(1) or real(self, *a))
+    x = torch.randn(2, *hw, 24, dtype=torch.float64, requires_grad=True)
     outs, grads = [], []
     for backend in ("reference", None):
         with use_backend(backend):
             out = attn(x)
+        assert len(calls) == (int(folded) if backend is None else 0)
         grads.append(torch.autograd.grad(out.square().sum(), [x, *attn.parameters()]))
         outs.append(out)
     torch.testing.assert_close(outs[1], outs[0])
