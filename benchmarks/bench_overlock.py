@@ -30,22 +30,10 @@ import torch
 import torch.nn.functional as F
 
 import visionzoo  # noqa: F401  (registers vz_* models)
-from visionzoo.models.overlock import checkpoint_filter_fn
+from visionzoo.models.overlock import checkpoint_filter_fn, unfold_na2d_av
 from common import interleaved_medians, machine_line, markdown_table, peak_memory_mb
 
 AUX_WEIGHT = 0.4  # the official --aux-loss-ratio
-
-
-def _unfold_na2d_av(attn: torch.Tensor, value: torch.Tensor, kernel_size: int, dilation: int = 1) -> torch.Tensor:
-    """contmix.py's fallback for na2d_av: (B, g, H, W, k*k) weights, (B, g, H, W, c) values -> (B, g, H, W, c)."""
-    if dilation != 1:
-        raise ValueError("the unfold stand-in has no dilation")
-    B, g, H, W, c = value.shape
-    k, p = kernel_size, kernel_size // 2
-    v = value.permute(0, 1, 4, 2, 3).reshape(B, g * c, H, W)
-    windows = F.unfold(v, kernel_size=k).view(B, g * c * k * k, H - 2 * p, W - 2 * p)
-    windows = F.pad(windows, (p, p, p, p), mode="replicate").view(B, g, c, k * k, H, W)
-    return torch.einsum("bghwt,bgcthw->bghwc", attn, windows)
 
 
 def load_official(root: str, extra_paths) -> types.ModuleType:
@@ -53,7 +41,7 @@ def load_official(root: str, extra_paths) -> types.ModuleType:
         sys.path.append(path)
     natten = types.ModuleType("natten")
     natten.functional = types.ModuleType("natten.functional")
-    natten.functional.na2d_av = _unfold_na2d_av
+    natten.functional.na2d_av = unfold_na2d_av  # the official contmix.py's maths
     sys.modules.setdefault("natten", natten)
     sys.modules.setdefault("natten.functional", natten.functional)
     spec = importlib.util.spec_from_file_location("official_overlock", f"{root}/models/overlock.py")

@@ -56,7 +56,7 @@ from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import l2vit_features, linear_attention, window_attention
 from visionzoo.layers import (ClassifierHead, ConvPosEnc, Mlp, check_image_input, depthwise_conv2d, fold_bn,
-                              residual_mlp)
+                              residual_mlp, store_weight_channels_last)
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -119,8 +119,8 @@ class Stem(nn.Module):
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
         self.bn2 = nn.BatchNorm2d(dim)
         self.norm = nn.LayerNorm(dim)
-        for conv in (self.conv1, self.conv2):  # stored channels-last (loading keeps it): see _conv_bn
-            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+        for conv in (self.conv1, self.conv2):  # see _conv_bn
+            store_weight_channels_last(conv)
 
     def _conv_bn(self, x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
         # channels-last weights for the channels-last input (a contiguous one is reordered on every call)

@@ -57,7 +57,8 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import linear_attention, rala_features, rala_key_weights, window_attention
-from visionzoo.layers import ClassifierHead, ConvPosEnc, check_image_input, depthwise_conv2d, fold_bn
+from visionzoo.layers import (ClassifierHead, ConvPosEnc, check_image_input, depthwise_conv2d, fold_bn,
+                              store_weight_channels_last)
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -142,8 +143,7 @@ class ConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1)
         self.norm = nn.BatchNorm2d(out_chs)
-        # stored channels-last (loading a state dict keeps it), so forward's conversion below is a no-op
-        self.conv.weight.data = self.conv.weight.data.contiguous(memory_format=torch.channels_last)
+        store_weight_channels_last(self.conv)  # so forward's conversion below is a no-op
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # a channels-last weight for the channels-last input: with a contiguous one the weight is reordered on

@@ -81,3 +81,18 @@ def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNorm
     """(weight, bias) of a conv followed by an eval-mode BatchNorm, as one conv: ``bn(conv(x)) == conv'(x)``."""
     scale, shift = bn_affine(bn)
     return weight * scale[:, None, None, None], shift if bias is None else bias * scale + shift
+
+
+def _contiguous_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    key = prefix + "weight"
+    if key in state_dict:
+        state_dict[key] = state_dict[key].contiguous()
+
+
+def store_weight_channels_last(conv: nn.Conv2d) -> nn.Conv2d:
+    """Keep ``conv.weight`` in channels-last memory, so a channels-last forward does not reorder it on every call
+    (loading a state dict keeps the layout). ``state_dict()`` still returns it contiguous: safetensors refuses
+    non-contiguous tensors."""
+    conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+    conv.register_state_dict_post_hook(_contiguous_state)
+    return conv
