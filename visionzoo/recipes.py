@@ -34,8 +34,11 @@ class UnknownConfig(ValueError):
 def configs_dir() -> Path:
     """The folder the shipped configs are in: ``site-packages/visionzoo/configs`` for a wheel, the checkout's
     ``configs/`` for an editable install."""
-    import visionzoo.configs
-
+    try:
+        import visionzoo.configs
+    except ModuleNotFoundError:  # an editable install's import hook maps packages it knew when it was installed
+        raise ModuleNotFoundError("visionzoo.configs is not installed (most likely an editable install made before the "
+                                  "configs shipped with the package): run `pip install -e .` (or tools/setup.sh) again") from None
     return Path(visionzoo.configs.__file__).resolve().parent
 
 
@@ -49,9 +52,11 @@ def _recipe_file(name: str) -> Path:
     return root / "quickstart.yaml" if name == "quickstart" else root / "imagenet" / f"{name}.yaml"
 
 
-def _unknown(kind: str, name: str, names: List[str], listing: str) -> UnknownConfig:
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
-    hint = f"; closest: {', '.join(close)}" if close else ""
+def _unknown(kind: str, name: str, names: Dict[str, str], listing: str) -> UnknownConfig:
+    """The error for ``name``, with the closest of ``names`` ({accepted name: the name shown})."""
+    close = difflib.get_close_matches(name, names, n=10, cutoff=0.6)
+    shown = list(dict.fromkeys(names[c] for c in close))[:5]
+    hint = f"; closest: {', '.join(shown)}" if shown else ""
     return UnknownConfig(f"unknown {kind} {name!r} (not a file, and no shipped {kind} of that name){hint}. "
                          f"`{listing}` lists them all")
 
@@ -61,7 +66,7 @@ def recipe_path(name: str) -> Path:
     key = name[: -len(".yaml")] if name.endswith(".yaml") else name
     names = recipe_names()
     if key not in names:
-        raise _unknown("recipe", key, names, "visionzoo config --list")
+        raise _unknown("recipe", key, {n: n for n in names}, "visionzoo config --list")
     return _recipe_file(key)
 
 
@@ -89,7 +94,7 @@ def mm_config_path(name: str) -> Path:
     file name, with or without ``.py``."""
     index = _mm_index()
     if name not in index:
-        raise _unknown("det/seg config", name, mm_config_names(), "visionzoo config --list mm")
+        raise _unknown("det/seg config", name, index, "visionzoo config --list mm")
     return configs_dir() / index[name]
 
 
@@ -102,7 +107,8 @@ def config_path(name: str) -> Path:
     try:
         return mm_config_path(name)
     except UnknownConfig:
-        raise _unknown("config", name, recipe_names() + mm_config_names(), "visionzoo config --list") from None
+        names = {**{n: n for n in recipe_names()}, **_mm_index()}
+        raise _unknown("config", name, names, "visionzoo config --list") from None
 
 
 # a --config value that is meant as a name rather than a path or inline YAML
