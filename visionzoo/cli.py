@@ -1,4 +1,4 @@
-"""Command line: ``visionzoo list | info | convert | bench | demo``.
+"""Command line: ``visionzoo list | info | convert | bench | demo | config | train``.
 
 Families and models are discovered through ``visionzoo.models.FAMILIES`` / ``family_of`` and timm's registry
 (``timm.list_models("vz_*")``); nothing here names a family or an op.
@@ -456,6 +456,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- config, train
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The path of a shipped config (a recipe or a det/seg config, ``visionzoo.recipes``), or the names."""
+    from visionzoo import recipes
+
+    if args.list is not None or not args.name:
+        pattern = args.list or args.name or "*"
+        pattern = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+        names = [n for n in recipes.recipe_names() + recipes.mm_config_names() if fnmatch.fnmatch(n, pattern)]
+        if not names:
+            raise CliError(f"no shipped config matches {pattern!r}")
+        print("\n".join(names))
+        return 0
+    try:
+        print(recipes.config_path(args.name))
+    except recipes.UnknownConfig as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def cmd_train(argv: List[str]) -> int:
+    """``train.py`` for installed users: Lightning's CLI over visionzoo.training, ``--config`` a file or a recipe
+    name."""
+    from visionzoo.training.cli import main as train_main
+
+    train_main(argv, prog="visionzoo train")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -507,10 +537,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="vz_maxvit_tiny")
     p.add_argument("--weights", default=None, help="a checkpoint file for --model (safetensors or .pth)")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("config", help="the path of a shipped recipe or det/seg config, or their names (--list)")
+    p.add_argument("name", nargs="?", help="vz_maxvit_tiny, quickstart, mmdet/davit/<file>.py or the file name")
+    p.add_argument("--list", nargs="?", const="", default=None, metavar="PATTERN",
+                   help="list the shipped configs (fnmatch pattern or substring, e.g. mmseg)")
+    p.set_defaults(func=cmd_config)
+    sub.add_parser("train", add_help=False,
+                   help="train.py without a checkout: visionzoo train fit --config vz_maxvit_tiny --data.root DIR "
+                        "(Lightning's CLI; visionzoo train --help)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # everything after `train` is Lightning's
+        return cmd_train(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

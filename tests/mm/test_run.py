@@ -91,3 +91,17 @@ def test_train_resume_test(tmp_path, monkeypatch):
     assert os.environ[VAR] == "1"
     metrics = runner.test()
     assert "mIoU" in metrics
+
+
+def test_config_by_name(tmp_path, monkeypatch, capsys):
+    """A shipped config's name instead of its path (visionzoo.recipes): from any folder, by its path under configs/
+    or its file name. An unknown name is a usage error."""
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    path = str(REPO / "configs" / SEG_CONFIG)
+    for name in (SEG_CONFIG, os.path.basename(SEG_CONFIG)[:-3]):
+        args = parse_args(["train", name])
+        assert args.config == path
+    assert parse_args(["test", path, "ckpt.pth"]).config == path  # a path stays a path
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["train", SEG_CONFIG.replace("upernet", "upernte")])
+    assert exit_.value.code == 2 and f"closest: {SEG_CONFIG}" in capsys.readouterr().err

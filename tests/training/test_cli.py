@@ -19,7 +19,7 @@ from visionzoo.training.cli import main
 from visionzoo.models import FAMILIES
 
 from ..conftest import FAMILY_NAMES
-from .conftest import REPO, TINY, column, metrics
+from .conftest import REPO, TINY, column, metrics, run_train
 
 RECIPES = sorted(glob.glob(os.path.join(REPO, "configs", "imagenet", "*.yaml")))
 
@@ -86,6 +86,23 @@ def test_recipe_parses(path):
         assert cfg["model"]["num_classes"] == timm.get_pretrained_cfg(_model_of(name)).num_classes or \
             cfg["model"]["num_classes"] == 1000
     assert cfg["checkpoint"]["monitor"] == "val/top1"
+
+
+def test_recipe_by_name(capsys):
+    """``--config quickstart``: the shipped recipe of that name (visionzoo.recipes), the same as its path; train.py
+    itself (a subprocess: the names come from the command line, not ``args``). An unknown name is a usage error.
+    (tests/test_recipes.py: ``visionzoo train`` and the ImageNet recipes by name.)"""
+    proc = run_train("fit", "--config", "quickstart", "--data.batch_size", "32", "--print_config")
+    by_name = yaml.safe_load(proc.stdout)
+    assert by_name == _print_config("--config", os.path.join(REPO, "configs", "quickstart.yaml"),
+                                    "--data.batch_size", "32")
+    assert by_name["data"]["builtin"] == "digits" and by_name["data"]["batch_size"] == 32
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", "vz_maxvit_tyni"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'vz_maxvit_tyni'" in err and "closest: vz_maxvit_tiny" in err
 
 
 def test_ddp_and_fsdp_resolve():

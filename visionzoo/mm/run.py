@@ -1,6 +1,7 @@
 """Train or evaluate an mmdet / mmseg config (a small launcher; mmdet's and mmseg's own tools/train.py work too).
 
     python -m visionzoo.mm.run train configs/mmdet/maxvit/mask-rcnn_maxvit-tiny_fpn_1x_coco.py
+    python -m visionzoo.mm.run train mask-rcnn_maxvit-tiny_fpn_1x_coco    # a shipped config by name, no checkout
     python -m visionzoo.mm.run train CONFIG --resume            # from the work dir's last checkpoint
     python -m visionzoo.mm.run test CONFIG work_dirs/.../epoch_12.pth
     torchrun --nproc-per-node 8 -m visionzoo.mm.run train CONFIG --launcher pytorch
@@ -30,7 +31,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "test"):
         p = sub.add_parser(name)
-        p.add_argument("config", help="an mmdet or mmseg config file")
+        p.add_argument("config", help="an mmdet or mmseg config file, or a shipped config's name "
+                       "(mmdet/maxvit/mask-rcnn_maxvit-tiny_fpn_1x_coco.py or its file name; visionzoo config --list mm)")
         if name == "test":
             p.add_argument("checkpoint", help="a Runner checkpoint (work_dirs/.../epoch_12.pth)")
         else:
@@ -40,7 +42,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
         p.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config entries: key=value")
         p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not osp.exists(args.config):
+        from visionzoo.recipes import UnknownConfig, mm_config_path
+        try:
+            args.config = str(mm_config_path(args.config))
+        except UnknownConfig as e:
+            parser.error(str(e))
+    return args
 
 
 def build_runner(args: argparse.Namespace):
