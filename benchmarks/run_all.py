@@ -237,7 +237,7 @@ def run_pairs(families, sizes, modes, dtypes, repeats: int, paths, memory: bool,
             batch = batch_override or BATCH.get(size, 1)
             x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(size))
             gflops = _gflops(pair.ours, size)
-            initial = {id(m): {k: v.clone() for k, v in m.state_dict().items()} for m in (ours, anchor) if m}
+            initial = {id(m): {k: v.clone() for k, v in m.state_dict().items()} for m in (ours, anchor) if m is not None}
             for mode in modes:
                 for dtype in dtypes:
                     models = [m for m in (ours, anchor) if m is not None]
