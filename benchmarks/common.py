@@ -68,6 +68,15 @@ def peak_memory_mb(step: Callable[[], object]) -> float:
     return peak / 2 ** 20
 
 
+def fresh_memory_mb(step: Callable[[], object]) -> float:
+    """MB of memory the OS handed the process during one call of ``step`` (minor page faults x page size, Linux):
+    memory the allocator returned to the OS and asked for again, paid for by zero-filling every page on first touch."""
+    import resource  # Unix only
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * resource.getpagesize() / 1e6
+
+
 def machine_line() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

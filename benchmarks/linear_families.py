@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
-from common import machine_line, make_step, markdown_table, peak_memory_mb
+from common import fresh_memory_mb, machine_line, make_step, markdown_table, peak_memory_mb
 
 
 def timed_medians(steps: Sequence[Callable[[], object]], repeats: int,
@@ -152,8 +152,10 @@ def stage_times(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> List[f
 
 def scaling(model: torch.nn.Module, shapes: Sequence[Tuple[int, int]], repeats: int,
             stage_kinds: Sequence[str]) -> List[Dict[str, object]]:
-    """CPU time per megapixel of the whole model and of each stage (batch 1, fp32, eval) across input shapes, and
-    each stage's growth relative to the first shape."""
+    """CPU time per megapixel of the whole model and of each stage (batch 1, fp32, eval) across input shapes, each
+    stage's growth relative to the first shape, and the memory one forward gets fresh from the OS (page faults:
+    with glibc's default settings, freed blocks above its mmap / trim thresholds go back to the OS and every page
+    of them is zero-filled again on the next first touch, a cost per pixel that grows with the tensors)."""
     model.eval()
     rows, first = [], None
     for H, W in shapes:
@@ -167,6 +169,8 @@ def scaling(model: torch.nn.Module, shapes: Sequence[Tuple[int, int]], repeats: 
         for i, kind in enumerate(stage_kinds):
             growth = ms_per_mpix[i + 1] / first[i + 1]
             row[f"stage {i + 1} ({kind}) ms/MPix"] = f"{ms_per_mpix[i + 1]:.0f} ({growth:.2f}x)"
+        with torch.no_grad():
+            row["fresh MB / forward"] = f"{fresh_memory_mb(lambda: model(x)):.0f}"
         rows.append(row)
         print(row, flush=True)
     return rows
