@@ -56,6 +56,7 @@ from timm.models._features import feature_take_indices
 from visionzoo.kernels import window_attention
 from visionzoo.layers import BiLevelRoutingAttention, ClassifierHead, Mlp, check_image_input, fold_bn
 from visionzoo.layers.routing import region_pair
+from visionzoo.layers.linear import Linear
 
 from ._checkpoint import WRAPPER_KEYS, PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -172,8 +173,8 @@ class AttentionLePE(nn.Module):
             raise ValueError(f"the last stage's width {dim} is not divisible by its {num_heads} heads")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim, bias=False)
+        self.proj = Linear(dim, dim)
         self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,7 @@ from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import channel_attention, choose_backend, window_attention
 from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input, residual_mlp
+from visionzoo.layers.linear import Linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -153,8 +154,8 @@ class WindowAttention(nn.Module):
         self.window = tuple(window)
         self.pad = pad
         self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -201,8 +202,8 @@ class ChannelAttention(nn.Module):
         self.groups = num_heads
         self.version = version
         self.scale = (dim // num_heads) ** -0.5 if version == 1 else None
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape

@@ -47,6 +47,7 @@ from timm.models._features import feature_take_indices
 
 from visionzoo.layers import ClassifierHead, Mlp, NeighborhoodAttention2D, check_image_input
 from visionzoo.layers.neighborhood import check_dilation_mode, check_kernel_and_dilation
+from visionzoo.layers.linear import Linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -131,7 +132,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
         self.norm = LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+        self.reduction = Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)

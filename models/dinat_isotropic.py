@@ -38,6 +38,7 @@ from timm.models._features import feature_take_indices
 from visionzoo.kernels import window_attention
 from visionzoo.layers import Mlp, NeighborhoodAttention2D, check_image_input, relative_position_index
 from visionzoo.layers.neighborhood import check_dilation_mode, check_kernel_and_dilation
+from visionzoo.layers.linear import Linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import ViTDenseHook
@@ -112,10 +113,10 @@ class GlobalAttentionRPB(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
         self.table_size = table_size
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * table_size - 1, 2 * table_size - 1))
         trunc_normal_(self.rpb, std=0.02)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,7 +225,7 @@ class NATIsotropic(PretrainedFileMixin, nn.Module):
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.norm = LayerNorm(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
     @staticmethod
@@ -256,7 +257,7 @@ class NATIsotropic(PretrainedFileMixin, nn.Module):
         if global_pool is not None:
             self.global_pool = _check_pool(global_pool)
         device = self.norm.weight.device if isinstance(self.norm, nn.LayerNorm) else None
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
 
     def _blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
         for block in blocks:

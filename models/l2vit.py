@@ -57,6 +57,7 @@ from timm.models._features import feature_take_indices
 from visionzoo.kernels import l2vit_features, linear_attention, window_attention
 from visionzoo.layers import (ClassifierHead, ConvPosEnc, Mlp, check_image_input, depthwise_conv2d, fold_bn,
                               residual_mlp, store_weight_channels_last)
+from visionzoo.layers.linear import Linear, linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -158,7 +159,7 @@ class Downsample(nn.Module):
         B, H, W, C = x.shape
         x = x.view(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H // 2, W // 2, 4 * C)
         weight = self.proj.weight.permute(0, 2, 3, 1).reshape(self.proj.out_channels, 4 * C)  # (kh, kw, C) order
-        return F.linear(x, weight, self.proj.bias)
+        return linear(x, weight, self.proj.bias)
 
 
 class WindowAttention(nn.Module):
@@ -175,8 +176,8 @@ class WindowAttention(nn.Module):
         self.window_size = window_size
         self.masked_padding = masked_padding
         self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -199,8 +200,8 @@ class LinearAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.temperature = nn.Parameter(torch.full((num_heads, 1, 1), self.head_dim ** -0.5))
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape

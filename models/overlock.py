@@ -64,6 +64,7 @@ from timm.models._features import feature_take_indices
 from visionzoo.kernels import autocast_dtype, na2d_av
 from visionzoo.kernels._neighborhood import rpb_index
 from visionzoo.layers import ClassifierHead, SqueezeExcite, check_image_input, fold_bn
+from visionzoo.layers.linear import Linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -400,7 +401,7 @@ class ContMixBlock(nn.Module):
         self.fusion = Fusion(out_dim, dim)
         self.query = ConvBN(dim, dim // 2)
         self.key = ConvBN(ctx_dim, dim // 2)
-        self.weight_proj = nn.Linear(KEY_POOL * KEY_POOL, kernel_size ** 2 + small_kernel ** 2)
+        self.weight_proj = Linear(KEY_POOL * KEY_POOL, kernel_size ** 2 + small_kernel ** 2)
         self.mix_proj = ConvBN(dim, dim)
         self.lepe = LargeKernelBN(dim, kernel_size, deploy)
         self.se = SqueezeExcite(dim, max(16, dim // 8), act_layer=nn.GELU)
@@ -584,10 +585,10 @@ class AuxHead(nn.Module):
     def __init__(self, dim: int, num_classes: int):
         super().__init__()
         self.bn = nn.BatchNorm2d(dim)
-        self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.bn.num_features, num_classes, device=self.bn.weight.device) if num_classes > 0 \
+        self.fc = Linear(self.bn.num_features, num_classes, device=self.bn.weight.device) if num_classes > 0 \
             else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,7 @@ from timm.models._features import feature_take_indices
 from visionzoo.kernels import linear_attention, rala_features, rala_key_weights, window_attention
 from visionzoo.layers import (ClassifierHead, ConvPosEnc, check_image_input, depthwise_conv2d, fold_bn,
                               store_weight_channels_last)
+from visionzoo.layers.linear import Linear, linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook
@@ -201,9 +202,9 @@ class GatedAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.kind = kind
         self.scale = self.head_dim ** -0.5
-        self.qkvo = nn.Linear(dim, 4 * dim)
+        self.qkvo = Linear(dim, 4 * dim)
         self.lepe = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -239,10 +240,10 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.act = nn.GELU()
         self.dwconv = ConvPosEnc(hidden_dim, 3)
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = x.shape
@@ -390,7 +391,7 @@ class RAVLT(PyramidMixin, PretrainedFileMixin, nn.Module):
             in_dim = dim
         self.stages = nn.Sequential(*stages)
         # official head: 1x1 conv -> BatchNorm -> Swish (per position), pool, 1x1-conv classifier
-        self.head_proj = nn.Linear(embed_dims[-1], projection)
+        self.head_proj = Linear(embed_dims[-1], projection)
         self.head_norm = nn.BatchNorm2d(projection)
         self.head_act = nn.SiLU()
         self.num_features = self.head_hidden_size = projection
@@ -428,7 +429,7 @@ class RAVLT(PyramidMixin, PretrainedFileMixin, nn.Module):
         else:
             w = self.head_proj.weight
             weight, bias = fold_bn(w.view(*w.shape, 1, 1), self.head_proj.bias, self.head_norm)
-            x = F.linear(x, weight.view(w.shape), bias)
+            x = linear(x, weight.view(w.shape), bias)
         return self.head_act(x)
 
     def forward_intermediates(

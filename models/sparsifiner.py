@@ -66,12 +66,13 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, resample_abs_pos_embed, trunc_normal_
+from timm.layers import DropPath, resample_abs_pos_embed, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import sparse_attention
-from visionzoo.layers import check_image_input
+from visionzoo.layers import Mlp, check_image_input
+from visionzoo.layers.linear import Linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import ViTDenseHook
@@ -173,8 +174,8 @@ class MaskPredictor(nn.Module):
         self.basis_threshold = basis_threshold
         self.basis_topk = basis_topk
         self.attn_recon = False
-        self.proj_c_q = nn.Linear(head_dim, self.reduced_c)
-        self.proj_c_k = nn.Linear(head_dim, self.reduced_c)
+        self.proj_c_q = Linear(head_dim, self.reduced_c)
+        self.proj_c_k = Linear(head_dim, self.reduced_c)
         self.proj_n = nn.Parameter(torch.zeros(num_tokens, self.reduced_n))
         self.proj_back_n = nn.Parameter(torch.zeros(num_tokens, self.reduced_n))
         trunc_normal_(self.proj_n, std=.02)
@@ -216,8 +217,8 @@ class SparsifinerAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.mask_predictor = MaskPredictor(dim, num_heads, grid_size[0] * grid_size[1] + 1, grid_size,
                                             **predictor_kwargs)
@@ -388,10 +389,10 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
             for i in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.has_aux_head = aux_head
         if aux_head:  # LV-ViT's token-labeling head (``return_dense``)
-            self.aux_head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            self.aux_head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}")
                              for i in range(depth)]
 
@@ -438,9 +439,9 @@ class Sparsifiner(PretrainedFileMixin, nn.Module):
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = self._check_pool(global_pool)
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if self.has_aux_head:
-            self.aux_head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            self.aux_head = Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     @torch.no_grad()
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:

@@ -8,6 +8,7 @@ import torch.nn as nn
 from visionzoo.kernels import window_attention
 
 from .rel_pos import RelPosBias2d
+from .linear import Linear
 
 
 class PartitionAttention(nn.Module):
@@ -28,9 +29,9 @@ class PartitionAttention(nn.Module):
         self.window = tuple(window)
         self.partition = partition
         self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.rel_pos = RelPosBias2d(self.window, num_heads) if rel_pos else None
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape

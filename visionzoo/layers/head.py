@@ -5,6 +5,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
+from .linear import Linear
 
 POOL_TYPES = ("avg", "max", "")
 
@@ -38,18 +39,18 @@ class ClassifierHead(nn.Module):
         self.pool_type = _check_pool(pool_type)
         self.norm = norm_layer(in_features) if norm_layer is not None else nn.Identity()
         if hidden_size:
-            self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(in_features, hidden_size), act=act_layer()))
+            self.pre_logits = nn.Sequential(OrderedDict(fc=Linear(in_features, hidden_size), act=act_layer()))
         else:
             self.pre_logits = nn.Identity()
         self.num_features = hidden_size or in_features
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
         if pool_type is not None:
             self.pool_type = _check_pool(pool_type)
         device = self.norm.weight.device if isinstance(self.norm, nn.LayerNorm) else None
-        self.fc = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        self.fc = Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.pool_type == "avg":

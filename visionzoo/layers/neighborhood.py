@@ -33,6 +33,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 
 from visionzoo.kernels import neighborhood_attention
+from .linear import Linear
 
 __all__ = ["DILATION_MODES", "NeighborhoodAttention2D", "check_dilation_mode", "neighborhood_plan"]
 
@@ -118,14 +119,14 @@ class NeighborhoodAttention2D(nn.Module):
         self.window_size = self.kernel_size * self.dilation  # NATTEN's attribute: the side a map must have
         if rel_pos_bias is not None:
             bias = rel_pos_bias
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         if bias:
             self.rpb = nn.Parameter(torch.zeros(self.num_heads, 2 * self.kernel_size - 1, 2 * self.kernel_size - 1))
             trunc_normal_(self.rpb, std=0.02, mean=0.0, a=-2.0, b=2.0)
         else:
             self.register_parameter("rpb", None)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from visionzoo.kernels import routing_attention
+from .linear import Linear
 
 __all__ = ["BiLevelRoutingAttention", "region_pair"]
 
@@ -109,9 +110,9 @@ class BiLevelRoutingAttention(nn.Module):
         self.auto_pad = bool(auto_pad)
         self.data_format = data_format
         # [q | k | v]: qk_dim, qk_dim, dim channels, heads x head_dim inside each (the official QKVLinear layout)
-        self.qkv = nn.Linear(dim, 2 * self.qk_dim + dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 2 * self.qk_dim + dim, bias=qkv_bias)
         self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv else None
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, qk_dim={self.qk_dim}, num_heads={self.num_heads}, n_win={self.n_win}, "
