@@ -54,9 +54,8 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import window_attention
-from visionzoo.layers import BiLevelRoutingAttention, ClassifierHead, Mlp, check_image_input, fold_bn
+from visionzoo.layers import BiLevelRoutingAttention, ClassifierHead, Linear, Mlp, check_image_input, fold_bn
 from visionzoo.layers.routing import region_pair
-from visionzoo.layers.linear import Linear
 
 from ._checkpoint import WRAPPER_KEYS, PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook

@@ -61,8 +61,7 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import channel_attention, choose_backend, window_attention
-from visionzoo.layers import ClassifierHead, ConvPosEnc, Mlp, check_image_input, residual_mlp
-from visionzoo.layers.linear import Linear
+from visionzoo.layers import ClassifierHead, ConvPosEnc, Linear, Mlp, check_image_input, residual_mlp
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook

@@ -36,9 +36,8 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import window_attention
-from visionzoo.layers import Mlp, NeighborhoodAttention2D, check_image_input, relative_position_index
+from visionzoo.layers import Linear, Mlp, NeighborhoodAttention2D, check_image_input, relative_position_index
 from visionzoo.layers.neighborhood import check_dilation_mode, check_kernel_and_dilation
-from visionzoo.layers.linear import Linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import ViTDenseHook

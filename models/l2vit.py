@@ -55,9 +55,9 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import l2vit_features, linear_attention, window_attention
-from visionzoo.layers import (ClassifierHead, ConvPosEnc, Mlp, check_image_input, depthwise_conv2d, fold_bn,
+from visionzoo.layers import (ClassifierHead, ConvPosEnc, Linear, Mlp, check_image_input, depthwise_conv2d, fold_bn,
                               residual_mlp, store_weight_channels_last)
-from visionzoo.layers.linear import Linear, linear
+from visionzoo.layers.linear import linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook

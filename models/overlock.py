@@ -63,8 +63,7 @@ from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import autocast_dtype, na2d_av
 from visionzoo.kernels._neighborhood import rpb_index
-from visionzoo.layers import ClassifierHead, SqueezeExcite, check_image_input, fold_bn
-from visionzoo.layers.linear import Linear
+from visionzoo.layers import ClassifierHead, Linear, SqueezeExcite, check_image_input, fold_bn
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook

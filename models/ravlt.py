@@ -57,9 +57,9 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import linear_attention, rala_features, rala_key_weights, window_attention
-from visionzoo.layers import (ClassifierHead, ConvPosEnc, check_image_input, depthwise_conv2d, fold_bn,
+from visionzoo.layers import (ClassifierHead, ConvPosEnc, Linear, check_image_input, depthwise_conv2d, fold_bn,
                               store_weight_channels_last)
-from visionzoo.layers.linear import Linear, linear
+from visionzoo.layers.linear import linear
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import DenseHook

@@ -27,6 +27,8 @@ top-k boundary often falls inside a run of equal scores. Which of the tied keys 
 ``torch.topk``'s tie-breaking, so the scores are computed in the official order (full low-rank scores, then the cls
 row sliced off; the same matmul shapes and layouts) and selected with ``torch.topk(sorted=False)`` on the same
 (B, heads, N - 1, N) layout: tied keys then break the same way as in the official code on the same torch build.
+Exact ties only: the Linears run on oneDNN on CPU (``visionzoo.layers.Linear``) and round differently from the
+official MKL products, so two keys whose scores differ by rounding can swap across the boundary (logits ~5e-4 apart).
 
 **Training phases** (the official default schedule): ``set_attn_recon(True)`` is the official ``USE_ATTN_RECON``
 phase: in training mode the attention is dense (the predictor does not change the network's output) and the
@@ -71,8 +73,7 @@ from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from visionzoo.kernels import sparse_attention
-from visionzoo.layers import Mlp, check_image_input
-from visionzoo.layers.linear import Linear
+from visionzoo.layers import Linear, Mlp, check_image_input
 
 from ._checkpoint import PretrainedFileMixin, build_zoo_model, check_keys, unwrap_state_dict
 from ._dense import ViTDenseHook

@@ -32,7 +32,6 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return _onednn_linear(x, weight, bias)
 
     @staticmethod
@@ -43,7 +42,7 @@ class _OneDNNLinear(torch.autograd.Function):
             grad_x = _onednn_linear(grad, weight.t(), None)  # grad @ W
         if ctx.needs_input_grad[1]:
             grad_w = grad.t() @ x
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False when there is no bias
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b
 
@@ -57,8 +56,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     """``F.linear(x, weight, bias)``, on oneDNN for fp32 CPU tensors (see the module docstring)."""
     if not _use_onednn(x, weight):
         return F.linear(x, weight, bias)
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if torch.is_grad_enabled():  # the Function records nothing when no input requires a gradient
         out = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
         return out.view(*x.shape[:-1], weight.shape[0])
     return _onednn_linear(x, weight, bias)
