@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from visionzoo.layers import Linear
 from visionzoo.layers import linear as linear_module
 
-pytestmark = pytest.mark.skipif(not linear_module._ONEDNN, reason="torch built without oneDNN")
+needs_onednn = pytest.mark.skipif(not linear_module._ONEDNN_AVAILABLE, reason="torch built without oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def onednn_route(monkeypatch):
+    """Every test runs the oneDNN route, whatever this CPU's default (``auto`` picks it on AVX-512 AMD CPUs only)."""
+    monkeypatch.setattr(linear_module, "_ONEDNN", linear_module._ONEDNN_AVAILABLE)
 
 
 def _pair(in_f, out_f, bias):
@@ -18,6 +24,7 @@ def _pair(in_f, out_f, bias):
     return ref, ours
 
 
+@needs_onednn
 @pytest.mark.parametrize("shape,bias,strided", [((37, 24), True, False), ((2, 5, 7, 24), True, False),
                                                 ((3, 11, 24), False, True), ((24,), True, False)])
 def test_matches_nn_linear_forward_and_gradients(shape, bias, strided):
@@ -36,6 +43,7 @@ def test_matches_nn_linear_forward_and_gradients(shape, bias, strided):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@needs_onednn
 def test_runs_on_onednn_for_fp32_cpu(monkeypatch):
     """The oneDNN op is what runs (without gradients and in the autograd Function), so a failure there is seen."""
     calls = []
@@ -48,6 +56,7 @@ def test_runs_on_onednn_for_fp32_cpu(monkeypatch):
     assert len(calls) == 3  # no-grad forward, forward, input gradient
 
 
+@needs_onednn
 def test_frozen_weight_and_input_without_grad():
     ref, ours = _pair(8, 6, True)
     for layer in (ref, ours):
@@ -82,6 +91,7 @@ def test_is_an_nn_linear_with_the_same_state_dict():
     assert list(ours.state_dict()) == ["weight", "bias"]
 
 
+@needs_onednn
 def test_output_can_be_updated_in_place_in_training():
     """Models add residuals into the projection's output in place; the autograd Function must allow it."""
     ref, ours = _pair(8, 8, True)
@@ -92,3 +102,30 @@ def test_output_can_be_updated_in_place_in_training():
         layer(xs).add_(xs).square().sum().backward()
         grads.append(xs.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("capability,vendor,want", [("AVX512", "AuthenticAMD", True), ("AVX2", "AuthenticAMD", False),
+                                                    ("AVX512", "GenuineIntel", False), ("AVX512", "", False)])
+def test_auto_picks_onednn_on_avx512_amd_only(monkeypatch, capability, vendor, want):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(linear_module, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(linear_module, "_ONEDNN_AVAILABLE", True)
+    assert linear_module._choose_onednn("auto") is want
+    assert linear_module._choose_onednn("torch") is False
+    assert linear_module._choose_onednn("onednn") is True
+
+
+def test_bad_or_unavailable_setting_is_a_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match="VISIONZOO_LINEAR='mkl': expected 'auto', 'onednn' or 'torch'"):
+        linear_module._choose_onednn("mkl")
+    monkeypatch.setattr(linear_module, "_ONEDNN_AVAILABLE", False)
+    with pytest.raises(RuntimeError, match="no oneDNN linear"):
+        linear_module._choose_onednn("onednn")
+    assert linear_module._choose_onednn("auto") is False
+
+
+def test_torch_route_is_f_linear_exactly(monkeypatch):
+    monkeypatch.setattr(linear_module, "_ONEDNN", False)
+    _, ours = _pair(8, 6, True)
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(ours(x), F.linear(x, ours.weight, ours.bias), rtol=0, atol=0)
