@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from visionzoo.bench import machine_line as bench_machine_line
+
 
 def autocast_context(dtype: str):
     if dtype == "bf16":
@@ -82,14 +84,7 @@ def machine_line() -> str:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "?"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (f"{time.strftime('%Y-%m-%d')}, {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-            f"commit {commit}")
+    return f"{bench_machine_line('cpu')}, commit {commit}"
 
 
 def markdown_table(rows: List[Dict[str, object]]) -> str:

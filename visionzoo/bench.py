@@ -39,7 +39,7 @@ def machine_line(device: str) -> str:
                 if line.startswith("model name"):
                     where = line.split(":", 1)[1].strip()
                     break
-        where += f", {torch.get_num_threads()} threads"
+        where += f" ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
     return f"{time.strftime('%Y-%m-%d %H:%M')}, {where}, torch {torch.__version__}, timm {timm.__version__}"
 
 
