@@ -10,11 +10,11 @@ input gradient on oneDNN (``torch.ops.mkldnn._linear_pointwise``); the weight gr
 a plain matmul. Everything else (CUDA, fp16/bf16, autocast regions, compiled graphs, builds without oneDNN) is
 ``F.linear``. Results equal ``F.linear``'s to float rounding (a different summation order).
 
-Which CPUs: the gain most likely comes from MKL not running its AVX-512 kernels on AMD CPUs (oneDNN does). On an AVX2-only AMD
-EPYC (Zen 3) MKL's sgemm was the faster one at every L2ViT-T shape measured (5-20 %, batch 8, one thread), and on
-Intel CPUs MKL uses AVX-512 itself (not measured here). So the oneDNN route is on by default only where both hold:
-torch reports AVX-512 and the CPU vendor is AMD. ``VISIONZOO_LINEAR=onednn`` or ``=torch`` (read at import) overrides
-the choice; ``auto`` (the default) is the rule above.
+Which CPUs: the gain most likely comes from MKL not running its AVX-512 kernels on AMD CPUs (oneDNN does). On an
+AVX2-only AMD EPYC (Zen 3) MKL's sgemm was the faster one at 44 of L2ViT-T's 48 Linears (mostly by 5-20 %, batch 8,
+one thread), and on Intel CPUs MKL uses AVX-512 itself (not measured here). So the oneDNN route is on by default only
+where both hold: torch reports AVX-512 and the CPU vendor is AMD. ``VISIONZOO_LINEAR=onednn`` or ``=torch`` (read at
+import) overrides the choice; ``auto`` (the default) is the rule above.
 """
 from __future__ import annotations
 
