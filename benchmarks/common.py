@@ -7,7 +7,6 @@ live allocator bytes (activations, workspaces, gradients; not the weights, which
 from __future__ import annotations
 
 import contextlib
-import platform
 import statistics
 import subprocess
 import time

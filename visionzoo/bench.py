@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import timm
 import torch
 
+from visionzoo.layers.linear import cpuinfo_field
+
 __all__ = ["BenchSpec", "bench", "machine_line"]
 
 
@@ -33,12 +35,7 @@ def machine_line(device: str) -> str:
     if device.startswith("cuda"):
         where = torch.cuda.get_device_name(torch.device(device))
     else:
-        where = platform.processor() or platform.machine()
-        with contextlib.suppress(OSError):
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    where = line.split(":", 1)[1].strip()
-                    break
+        where = cpuinfo_field("model name") or platform.processor() or platform.machine()
         where += f" ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads"
     return f"{time.strftime('%Y-%m-%d %H:%M')}, {where}, torch {torch.__version__}, timm {timm.__version__}"
 

@@ -108,7 +108,7 @@ def test_output_can_be_updated_in_place_in_training():
                                                     ("AVX512", "GenuineIntel", False), ("AVX512", "", False)])
 def test_auto_picks_onednn_on_avx512_amd_only(monkeypatch, capability, vendor, want):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    monkeypatch.setattr(linear_module, "_cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(linear_module, "cpuinfo_field", lambda name: vendor if name == "vendor_id" else "")
     monkeypatch.setattr(linear_module, "_ONEDNN_AVAILABLE", True)
     assert linear_module._choose_onednn("auto") is want
     assert linear_module._choose_onednn("torch") is False

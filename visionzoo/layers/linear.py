@@ -28,12 +28,12 @@ import torch.nn.functional as F
 _ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _cpu_vendor() -> str:
-    """The CPU's vendor id (``AuthenticAMD``, ``GenuineIntel``, ...) from /proc/cpuinfo; empty where unreadable."""
+def cpuinfo_field(name: str) -> str:
+    """The first ``name`` field of /proc/cpuinfo (``vendor_id``, ``model name``, ...); empty where unreadable."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
@@ -50,7 +50,7 @@ def _choose_onednn(setting: str) -> bool:
     if setting != "auto":
         return setting == "onednn"
     return (_ONEDNN_AVAILABLE and torch.backends.cpu.get_cpu_capability() == "AVX512"
-            and _cpu_vendor() == "AuthenticAMD")
+            and cpuinfo_field("vendor_id") == "AuthenticAMD")
 
 
 _ONEDNN = _choose_onednn(os.environ.get("VISIONZOO_LINEAR", "auto"))
